@@ -1,0 +1,103 @@
+"""Dataset cards, cases and the dataset registry.
+
+A dataset adapter knows one release layout: it lists the :class:`Case` objects under a root folder and decodes
+each case's mask into a label map (``uint8``, 0 = background, 1..K-1 = classes). Everything downstream (prepared
+cache, splits, training, evaluation) sees only cases and label maps.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._registry import Registry
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where a public release can be fetched from without login."""
+
+    url: str
+    sha256: str | None
+    filename: str
+    #: folder inside the archive that holds the dataset root (e.g. ``Kvasir-SEG``)
+    archive_root: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    name: str
+    title: str
+    modality: str
+    #: class names including background at index 0
+    labels: tuple[str, ...]
+    channels: int
+    license: str
+    citation: str
+    url: str
+    #: folder name under the data root
+    folder: str
+    description: str = ""
+    #: what ``Case.group`` means (patient, video sequence, or the case itself)
+    grouping: str = "case"
+    download: Download | None = None
+    #: where to get data that needs registration (shown when the data is missing)
+    how_to_get: str = ""
+    #: label harmonization for cross-dataset evaluation: target name -> source class indices merged into it
+    harmonized: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: True when cases carry ``meta["spacing_mm"]``
+    has_spacing: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image and its annotation files."""
+
+    id: str
+    image: Path
+    masks: tuple[Path, ...]
+    #: patient / sequence id; cases of one group always land in the same fold
+    group: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        return self.group or self.id
+
+
+FindCases = Callable[..., list[Case]]
+ReadMask = Callable[[Case], np.ndarray]
+
+
+@dataclass(frozen=True)
+class DatasetAdapter:
+    card: DatasetCard
+    find_cases: FindCases
+    read_mask: ReadMask
+    #: builds a card from adapter options (for user datasets whose labels come from options)
+    card_for: Callable[..., DatasetCard] | None = None
+
+    def card_with(self, options: dict[str, Any]) -> DatasetCard:
+        return self.card_for(**options) if self.card_for and options else self.card
+
+
+DATASETS: Registry[DatasetAdapter] = Registry("dataset")
+
+
+def register_dataset(card: DatasetCard, *, read_mask: ReadMask,
+                     card_for: Callable[..., DatasetCard] | None = None) -> Callable[[FindCases], FindCases]:
+    """Decorator for an adapter's ``find_cases(root, **options)`` function."""
+
+    def deco(fn: FindCases) -> FindCases:
+        DATASETS.register(card.name, DatasetAdapter(card=card, find_cases=fn, read_mask=read_mask,
+                                                     card_for=card_for))
+        return fn
+
+    return deco

@@ -1,0 +1,68 @@
+"""Model zoo: registry, cards, the ``SegModel`` contract, and weight loading."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._errors import ConfigError
+from . import zoo  # noqa: F401  (registers the models)
+from .card import MODELS, ModelCard, ModelEntry, Weights, register_model
+from .contract import SegModel
+
+__all__ = ["MODELS", "ModelCard", "ModelEntry", "SegModel", "Weights", "create_model", "list_models",
+           "count_params", "count_flops", "model_info", "register_model"]
+
+
+def list_models(family: str | None = None) -> list[str]:
+    return [n for n, e in MODELS.items() if family is None or e.card.family == family]
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, pretrained: bool | str = False,
+                 **kwargs: Any) -> SegModel:
+    """Build a registered model wrapped in the contract. ``num_classes`` is the number of output logits
+    (1 for a binary task trained with BCE). ``pretrained`` may be ``True`` (default tag) or a local file."""
+    entry = MODELS.get(name)
+    if in_channels not in entry.card.in_channels:
+        raise ConfigError(f"model {name!r} takes {entry.card.in_channels} input channels, not {in_channels}",
+                          fix="convert the images or choose another model")
+    if pretrained and not entry.card.pretrained:
+        raise ConfigError(f"model {name!r} has no pretrained weights", fix="use --set model.pretrained=false")
+    try:
+        net = entry.build(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise ConfigError(f"model {name!r}: {exc}".replace("build() ", ""),
+                              fix="check the model.kwargs overrides") from None
+        raise
+    return SegModel(net, entry.card, num_classes, in_channels)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: torch.nn.Module, size: int = 512, in_channels: int = 3) -> int:
+    """Forward FLOPs for one image (PyTorch's own counter: convolutions, matmuls and attention included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, in_channels, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def model_info(name: str, num_classes: int = 2, size: int | None = 512, in_channels: int = 3) -> dict[str, Any]:
+    """Card + parameter count (+ FLOPs at ``size``) of a registered model."""
+    entry = MODELS.get(name)
+    out_ch = 1 if num_classes == 2 else num_classes
+    model = create_model(name, out_ch, in_channels=in_channels)
+    info = entry.card.to_dict()
+    info["params"] = count_params(model)
+    if size:
+        flops = count_flops(model, size, in_channels)
+        info.update(input_size=size, flops=flops, macs=flops // 2)
+    return info

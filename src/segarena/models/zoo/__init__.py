@@ -1,0 +1,5 @@
+"""Model implementations and wrappers, one module per source. Importing this package registers them all.
+
+Heavy third-party libraries (smp, timm, transformers) are imported inside builders, so listing models is cheap.
+"""
+from . import segformer, tiny, unet  # noqa: F401

@@ -1,0 +1,82 @@
+"""The model contract, checked for every registered model: builds without weights, logits [N, K, H, W] at the
+input size for odd sizes, finite gradients, complete card, Grad-CAM layer resolvable."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from segarena.models import MODELS, create_model, list_models
+
+# the biggest models get one (slow) shape check; everything else runs on every test run
+SLOW = {n for n, e in MODELS.items() if (e.card.params_paper_m or 0) > 55 or e.card.fixed_size}
+
+
+def _params() -> list:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in list_models()]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_card_complete(name):
+    card = MODELS.get(name).card
+    assert card.name == name
+    assert card.family in ("medical", "general", "test")
+    for field in ("title", "paper", "repo", "license", "gradcam_layer"):
+        assert getattr(card, field), f"{name}: card field {field} is empty"
+    for tag, w in card.pretrained.items():
+        assert w.source and w.license, f"{name}: pretrained {tag} lacks source or license"
+    assert card.input_divisor >= 1
+
+
+@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_forward_backward(name, num_classes):
+    torch.manual_seed(0)
+    card = MODELS.get(name).card
+    model = create_model(name, num_classes, in_channels=3)
+    size = max(card.min_size, 64)
+    x = torch.randn(2, 3, size + 3, size + 5)  # not a multiple of any divisor: the wrapper must cope
+    y = model(x)
+    assert y.shape == (2, num_classes, size + 3, size + 5)
+    assert torch.isfinite(y).all()
+    y.float().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads, f"{name}: no parameter received a gradient"
+    assert all(torch.isfinite(g).all() for g in grads)
+    # the Grad-CAM layer named on the card exists
+    model.net.get_submodule(card.gradcam_layer)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if 1 in MODELS.get(n).card.in_channels])
+def test_single_channel_input(name):
+    if name in SLOW:
+        pytest.skip("covered by the 3-channel test; too slow to repeat")
+    model = create_model(name, 2, in_channels=1).eval()
+    size = max(MODELS.get(name).card.min_size, 64)
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, size, size)).shape == (1, 2, size, size)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if MODELS.get(n).card.params_paper_m])
+def test_param_count_matches_paper(name):
+    """Parameter counts (2 classes: one BCE logit) within 5% of Borst & Kounev's table."""
+    card = MODELS.get(name).card
+    model = create_model(name, 1, in_channels=3)
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    assert math.isclose(n, card.params_paper_m, rel_tol=0.05), f"{name}: {n:.2f}M vs paper {card.params_paper_m}M"
+
+
+def test_unknown_model_suggests_close_names():
+    from segarena import SegarenaError
+
+    with pytest.raises(SegarenaError, match="segformer-b3"):
+        create_model("segformer-b33", 1)
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    from segarena import SegarenaError
+
+    model = create_model("tiny-unet", 1, in_channels=3)
+    with pytest.raises(SegarenaError, match="input channel"):
+        model(torch.randn(1, 1, 32, 32))

@@ -74,6 +74,8 @@ class Case:
 
 FindCases = Callable[..., list[Case]]
 ReadMask = Callable[[Case], np.ndarray]
+#: ``read_image(case, channels) -> uint8 [H, W, channels]`` for formats PIL cannot read (NIfTI, MHD)
+ReadImage = Callable[[Case, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,14 @@ class DatasetAdapter:
     read_mask: ReadMask
     #: builds a card from adapter options (for user datasets whose labels come from options)
     card_for: Callable[..., DatasetCard] | None = None
+    read_image: ReadImage | None = None
+
+    def load_image(self, case: Case, channels: int) -> np.ndarray:
+        if self.read_image is not None:
+            return self.read_image(case, channels)
+        from .io import read_image
+
+        return read_image(case.image, channels)
 
     def card_with(self, options: dict[str, Any]) -> DatasetCard:
         return self.card_for(**options) if self.card_for and options else self.card
@@ -91,13 +101,13 @@ class DatasetAdapter:
 DATASETS: Registry[DatasetAdapter] = Registry("dataset")
 
 
-def register_dataset(card: DatasetCard, *, read_mask: ReadMask,
-                     card_for: Callable[..., DatasetCard] | None = None) -> Callable[[FindCases], FindCases]:
+def register_dataset(card: DatasetCard, *, read_mask: ReadMask, card_for: Callable[..., DatasetCard] | None = None,
+                     read_image: ReadImage | None = None) -> Callable[[FindCases], FindCases]:
     """Decorator for an adapter's ``find_cases(root, **options)`` function."""
 
     def deco(fn: FindCases) -> FindCases:
         DATASETS.register(card.name, DatasetAdapter(card=card, find_cases=fn, read_mask=read_mask,
-                                                     card_for=card_for))
+                                                     card_for=card_for, read_image=read_image))
         return fn
 
     return deco

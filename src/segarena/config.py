@@ -67,7 +67,6 @@ class ProtocolConfig:
     deterministic: bool = False
     #: ``native``: predictions resampled to each image's original size (default); ``network``: as in the paper
     eval_resolution: Literal["native", "network"] = "native"
-    num_workers: int = 0
     #: cap on optimizer steps per epoch (``None``: full epoch) — for CPU-sized protocols
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None

@@ -1,0 +1,277 @@
+"""The ``segarena`` command. Subcommands only parse arguments and call one library function each.
+
+User errors (SegarenaError) print one line ``segarena: error: ...`` and exit with code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError, SegarenaError
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---- datasets ---------------------------------------------------------------------------------------------
+def cmd_datasets_list(a: argparse.Namespace) -> int:
+    from .data import DATASETS
+
+    cards = [dataclasses.asdict(DATASETS.get(n).card) for n in DATASETS.names()]
+    if a.json:
+        _print_json(cards)
+    else:
+        for c in cards:
+            print(f"{c['name']:<16}{c['modality']:<44}{len(c['labels'])} classes  {c['license'][:50]}")
+    return 0
+
+
+def _options(sets: list[str]) -> dict[str, Any]:
+    from .config import RunSpec, apply_overrides
+
+    spec = apply_overrides(RunSpec(), [s if s.startswith("data.options.") else f"data.options.{s}" for s in sets])
+    return spec.data.options
+
+
+def cmd_datasets_prepare(a: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+    from .data.splits import load_or_create
+
+    opts = _options(a.option)
+    if a.path:
+        opts["path"] = a.path
+    data = prepare(a.name, a.size, a.data_root, opts, progress=True)
+    rec = load_or_create(a.name, data.ids, data.groups, data.index["sha256"], data.index["phash"], a.folds, a.seed)
+    dups = rec["duplicates"]
+    print(f"prepared {a.name}: {len(data)} cases at {a.size}x{a.size} in {data.folder}")
+    print(f"split: {a.folds} folds of {rec['fold_sizes']} cases; {len(dups)} duplicate cluster(s) kept within one "
+          f"fold ({sum(1 for d in dups if d['kind'] == 'exact')} exact, "
+          f"{sum(1 for d in dups if d['kind'] == 'near')} near)")
+    return 0
+
+
+def cmd_datasets_check(a: argparse.Namespace) -> int:
+    from .data import check as check_mod
+
+    opts = _options(a.option)
+    if a.path:
+        opts["path"] = a.path
+    report = check_mod.check_dataset(a.name, a.root, opts)
+    if a.json:
+        _print_json(report)
+    else:
+        print(check_mod.format_report(report))
+    return 0 if not report.get("problems") else 1
+
+
+# ---- models -----------------------------------------------------------------------------------------------
+def cmd_models_list(a: argparse.Namespace) -> int:
+    from .models import MODELS
+
+    cards = [MODELS.get(n).card for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
+    if a.json:
+        _print_json([c.to_dict() for c in cards])
+    else:
+        for c in cards:
+            p = f"{c.params_paper_m:.0f}M (paper)" if c.params_paper_m else ""
+            print(f"{c.name:<28}{c.family:<9}{p:<13}{c.title}")
+    return 0
+
+
+def cmd_models_info(a: argparse.Namespace) -> int:
+    from .models import model_info
+
+    info = model_info(a.name, num_classes=a.classes, size=a.size or None, in_channels=a.in_channels)
+    if a.json:
+        _print_json(info)
+    else:
+        for k in ("name", "family", "title", "paper", "repo", "license", "params", "flops", "macs", "input_size",
+                  "input_divisor", "fixed_size", "gradcam_layer", "notes"):
+            if info.get(k) not in (None, ""):
+                v = info[k]
+                v = f"{v / 1e6:.2f}M" if k == "params" else f"{v / 1e9:.2f} G" if k in ("flops", "macs") else v
+                print(f"{k:<14}{v}")
+        for tag, w in info["pretrained"].items():
+            print(f"{'pretrained':<14}{tag}: {w['source']} ({w['license']})")
+    return 0
+
+
+# ---- run / compare / report -------------------------------------------------------------------------------
+def _base_spec(a: argparse.Namespace):
+    from .config import RunSpec, apply_overrides, load_yaml, spec_from_dict
+    from .configs import load_protocol
+
+    spec = spec_from_dict(load_yaml(a.config) or {}) if getattr(a, "config", None) else RunSpec()
+    if a.preset:
+        spec = dataclasses.replace(spec, protocol=load_protocol(a.preset))
+    return apply_overrides(spec, a.set or [])
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .config import apply_overrides
+    from .protocol import run
+    from .report import leaderboard_text, load_results
+
+    spec = _base_spec(a)
+    pre = [f"model.name={a.model}"] if a.model else []
+    pre += [f"data.name={a.dataset}"] if a.dataset else []
+    pre += [f"data.fold={a.fold}"] if a.fold is not None else []
+    spec = apply_overrides(spec, pre + (a.set or []))
+    res = run(spec, a.results, data_root=a.data_root, device=a.device, progress=True)
+    print(("already complete: " if res.skipped else "finished: ") + str(res.store.dir))
+    print(leaderboard_text(load_results(a.results)["runs"]))
+    return 0
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .report import build_report, leaderboard_text, load_results
+    from .runner.grid import GridSpec, run_grid
+
+    base = _base_spec(a)
+    try:
+        folds = tuple(int(f) for f in _csv(a.folds))
+        seeds = tuple(int(s) for s in _csv(a.seeds))
+    except ValueError:
+        raise ConfigError(f"--folds/--seeds take comma-separated integers, got {a.folds!r}/{a.seeds!r}") from None
+    grid = GridSpec(models=_csv(a.models), datasets=_csv(a.datasets), folds=folds, seeds=seeds,
+                    protocol=base.protocol, data=base.data, pretrained=base.model.pretrained)
+    rows = run_grid(grid.expand(), a.results, data_root=a.data_root, device=a.device, progress=True)
+    failed = [r for r in rows if r.state == "failed"]
+    print()
+    print(leaderboard_text(load_results(a.results)["runs"]))
+    paths = build_report(a.results)
+    print(f"\nreport: {paths['html']}")
+    if failed:
+        print(f"{len(failed)} run(s) failed; see the report or the runs' status.json", file=sys.stderr)
+    return 1 if failed and len(failed) == len(rows) else 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import build_report, leaderboard_text, load_results
+
+    paths = build_report(a.results_dir, a.out)
+    print(leaderboard_text(load_results(a.results_dir)["runs"]))
+    print(f"\nreport: {paths['html']}\nmarkdown: {paths['markdown']}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
+    ns = argparse.Namespace(models="unet,segformer-b0", datasets="kvasir-seg", folds="0", seeds="0",
+                            preset="cpu-demo", config=None, set=list(a.set or []), results=a.results,
+                            data_root=a.data_root, device=a.device)
+    print("segarena demo: U-Net (medical) vs SegFormer-B0 (general-purpose) on Kvasir-SEG, fold 0 of 5, "
+          "CPU-sized protocol (configs/protocols/cpu-demo.yaml)\n")
+    return cmd_compare(ns)
+
+
+# ---- parser -----------------------------------------------------------------------------------------------
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="protocol preset (paper, cpu-demo, smoke) or YAML file of protocol fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set protocol.lr=5e-5 (repeatable)")
+    p.add_argument("--results", default="results", help="results folder (default: ./results)")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $SEGARENA_DATA_ROOT, else the cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="segarena", description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--version", action="version", version=f"segarena {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="list, prepare and check datasets").add_subparsers(dest="sub", required=True)
+    p = ds.add_parser("list", help="registered datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_datasets_list)
+    p = ds.add_parser("prepare", help="decode a dataset once into the fast prepared cache and write its split")
+    p.add_argument("name")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", "--raw", dest="data_root")
+    p.add_argument("--path", help="folder of a user dataset (folder / nnunet)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.set_defaults(fn=cmd_datasets_prepare)
+    p = ds.add_parser("check", help="report every problem of a raw dataset")
+    p.add_argument("name")
+    p.add_argument("--root", "--data-root", dest="root")
+    p.add_argument("--path", help="folder of a user dataset (folder / nnunet)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_datasets_check)
+
+    ms = sub.add_parser("models", help="list models and show their cards").add_subparsers(dest="sub", required=True)
+    p = ms.add_parser("list")
+    p.add_argument("--family", choices=["medical", "general", "test"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_models_list)
+    p = ms.add_parser("info")
+    p.add_argument("name")
+    p.add_argument("--size", type=int, default=512, help="input size for FLOPs (0: skip)")
+    p.add_argument("--classes", type=int, default=2, help="classes including background")
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_models_info)
+
+    p = sub.add_parser("run", help="train, select on validation, evaluate on test: one run")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
+    _add_run_args(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("compare", help="models x datasets x folds, one after another, then the report")
+    p.add_argument("--models", required=True, help="comma-separated model names")
+    p.add_argument("--datasets", required=True, help="comma-separated dataset names")
+    p.add_argument("--folds", default="0", help="comma-separated fold indices (default 0)")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--config", help="YAML file of a RunSpec used as the base")
+    _add_run_args(p)
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("report", help="leaderboard + Markdown/HTML report of a results folder")
+    p.add_argument("results_dir")
+    p.add_argument("--out", help="output folder (default RESULTS_DIR/report)")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
+    _add_run_args(p)
+    p.set_defaults(fn=cmd_demo, results="results/demo")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except SegarenaError as exc:
+        print(f"segarena: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("segarena: interrupted (finished runs are kept; rerun to resume)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Duplicate detection and seeded, group-aware k-fold splits, written once to a split file and reused.
+
+Rotation ``r`` of a ``k``-fold split: test = fold ``r``, validation = fold ``(r + 1) % k``, train = the other
+``k - 2`` folds (Borst & Kounev: 5 folds, 3 train / 1 val / 1 test). Cases of one group (patient, video sequence)
+and all near-duplicates of a case always share a fold, so no image leaks across train and test.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import DataError
+from .._io import write_json
+from .download import cache_dir
+
+#: perceptual-hash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
+PHASH_MAX_DISTANCE = 4
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+
+def find_duplicates(ids: list[str], sha256: list[str], phash: list[str],
+                    max_distance: int = PHASH_MAX_DISTANCE) -> list[dict[str, Any]]:
+    """Clusters of exact (same bytes) and near (perceptual hash within ``max_distance``) duplicates.
+
+    Returns one record per cluster of two or more cases: ``{"ids": [...], "kind": "exact" | "near"}``.
+    """
+    n = len(ids)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    exact_pairs: set[tuple[int, int]] = set()
+    first: dict[str, int] = {}
+    for i, h in enumerate(sha256):
+        if h in first:
+            parent[find(i)] = find(first[h])
+            exact_pairs.add((first[h], i))
+        else:
+            first[h] = i
+    if n > 1:
+        bits = np.array([int(h, 16) for h in phash], dtype=np.uint64)
+        for i in range(n - 1):
+            # popcount of XOR, vectorised over the remaining cases
+            x = np.bitwise_xor(bits[i + 1:], bits[i])
+            dist = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+            for j in np.nonzero(dist <= max_distance)[0]:
+                parent[find(i + 1 + int(j))] = find(i)
+    clusters: dict[int, list[int]] = {}
+    for i in range(n):
+        clusters.setdefault(find(i), []).append(i)
+    out = []
+    for members in clusters.values():
+        if len(members) > 1:
+            exact = all(sha256[m] == sha256[members[0]] for m in members)
+            out.append({"ids": [ids[m] for m in sorted(members)], "kind": "exact" if exact else "near"})
+    return sorted(out, key=lambda r: r["ids"][0])
+
+
+def assign_folds(ids: list[str], groups: list[str], duplicates: list[dict[str, Any]], num_folds: int,
+                 seed: int) -> dict[str, int]:
+    """Seeded group-aware assignment: merge groups joined by duplicates, shuffle, then place groups (largest first)
+    into the fold with the fewest cases."""
+    if num_folds < 3:
+        raise DataError(f"num_folds={num_folds}: need at least 3 (train, validation and test folds)",
+                        fix="use --set data.num_folds=5")
+    unit = {cid: g for cid, g in zip(ids, groups)}
+    # union groups connected through duplicate clusters
+    parent: dict[str, str] = {g: g for g in set(groups)}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for cl in duplicates:
+        roots = [find(unit[c]) for c in cl["ids"]]
+        for r in roots[1:]:
+            parent[r] = roots[0]
+    members: dict[str, list[str]] = {}
+    for cid in ids:
+        members.setdefault(find(unit[cid]), []).append(cid)
+    if len(members) < num_folds:
+        raise DataError(f"only {len(members)} independent groups for {num_folds} folds",
+                        fix="use fewer folds or more data")
+    keys = sorted(members)
+    random.Random(seed).shuffle(keys)
+    keys.sort(key=lambda k: -len(members[k]))  # stable: ties keep the seeded order
+    sizes = [0] * num_folds
+    fold_of: dict[str, int] = {}
+    for k in keys:
+        f = min(range(num_folds), key=lambda i: (sizes[i], i))
+        sizes[f] += len(members[k])
+        for cid in members[k]:
+            fold_of[cid] = f
+    return fold_of
+
+
+def rotation(fold_of: dict[str, int], ids: list[str], num_folds: int, fold: int) -> Split:
+    if not 0 <= fold < num_folds:
+        raise DataError(f"fold {fold} is out of range for {num_folds} folds", fix=f"use 0..{num_folds - 1}")
+    val_fold = (fold + 1) % num_folds
+    tr, va, te = [], [], []
+    for i, cid in enumerate(ids):
+        f = fold_of[cid]
+        (te if f == fold else va if f == val_fold else tr).append(i)
+    return Split(train=tr, val=va, test=te)
+
+
+def split_file(dataset: str, ids: list[str], num_folds: int, seed: int) -> Path:
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:10]
+    return cache_dir() / "splits" / f"{dataset}-{digest}-k{num_folds}-seed{seed}.json"
+
+
+def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list[str], phash: list[str],
+                   num_folds: int, seed: int, path: Path | None = None) -> dict[str, Any]:
+    """The split record for these cases: read from its file if it exists, else computed once and written."""
+    path = path or split_file(dataset, ids, num_folds, seed)
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if sorted(record["folds"]) != sorted(ids):
+            raise DataError(f"split file {path} does not match the dataset's cases",
+                            fix="delete it to have the split recomputed (results from the old split stay valid)")
+        return record
+    dups = find_duplicates(ids, sha256, phash)
+    fold_of = assign_folds(ids, groups, dups, num_folds, seed)
+    record = {
+        "dataset": dataset, "num_folds": num_folds, "seed": seed, "folds": fold_of,
+        "duplicates": dups, "phash_max_distance": PHASH_MAX_DISTANCE,
+        "fold_sizes": [sum(1 for f in fold_of.values() if f == k) for k in range(num_folds)],
+        "num_groups": len(set(groups)),
+    }
+    write_json(path, record)
+    return record

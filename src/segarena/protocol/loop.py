@@ -1,0 +1,341 @@
+"""``run(spec)``: train on the train folds, select the checkpoint on validation only, evaluate once on test.
+
+Behaviour varies only through the spec's data (loss, schedule, augmentation, early stopping, AMP, resolution);
+there are no trainer subclasses. Batches are sliced from the memory-mapped prepared cache and augmented on the
+device, so the loop has no DataLoader and no per-sample Python work.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from .._errors import RunFailed, SegarenaError
+from .._io import atomic_write, write_json
+from ..config import RunSpec
+from ..data.augment import AUGMENTATIONS, augment, normalize
+from ..data.prepare import PreparedDataset, prepare
+from ..data.splits import load_or_create, rotation
+from ..metrics.overlap import case_records, confusion, per_class, reduce
+from ..models import count_params, create_model
+from ..runner.store import ResultsDir, RunStore
+from .checkpoint import load_state, load_weights, save_state, save_weights
+from .losses import out_channels, resolve_loss, to_labels
+from .schedules import make_scheduler
+
+
+@dataclass
+class RunResult:
+    store: RunStore
+    summary: dict[str, Any]
+    skipped: bool = False
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str | os.PathLike | None = None,
+        device: str | torch.device | None = None, progress: bool = False) -> RunResult:
+    """Execute one run (or return its stored result if it is already complete)."""
+    validate_spec(spec)
+    store = ResultsDir(results).run(spec)
+    if store.is_complete():
+        return RunResult(store, store.summary(), skipped=True)
+    if not store.acquire():
+        raise SegarenaError(f"run {spec.run_name} is being executed by another process",
+                            fix="wait for it to finish; finished runs are reused automatically")
+    try:
+        store.init()
+        store.set_status("running", pid=os.getpid())
+        summary = _execute(spec, store, data_root, pick_device(device), progress)
+        store.set_status("complete")
+        return RunResult(store, summary)
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, (SegarenaError, RunFailed)) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted"
+        store.set_status("failed", error=reason.splitlines()[0] if reason else type(exc).__name__,
+                         kind=type(exc).__name__)
+        raise
+    finally:
+        store.release()
+
+
+def validate_spec(spec: RunSpec) -> None:
+    """Check every name and value before anything is read or written."""
+    from ..data import DATASETS
+    from ..models import MODELS
+    from .losses import LOSSES
+
+    MODELS.get(spec.model.name)
+    DATASETS.get(spec.data.name)
+    AUGMENTATIONS.get(spec.protocol.augmentation)
+    if spec.protocol.loss != "auto":
+        LOSSES.get(spec.protocol.loss)
+    p = spec.protocol
+    for name, value, lo in (("input_size", p.input_size, 8), ("epochs", p.epochs, 1), ("batch_size", p.batch_size, 1),
+                            ("data.num_folds", spec.data.num_folds, 3)):
+        if value < lo:
+            raise SegarenaError(f"{name}={value} is too small", fix=f"use a value >= {lo}")
+    if not 0 <= spec.data.fold < spec.data.num_folds:
+        raise SegarenaError(f"data.fold={spec.data.fold} is out of range for {spec.data.num_folds} folds",
+                            fix=f"use 0..{spec.data.num_folds - 1}")
+    if p.lr <= 0:
+        raise SegarenaError(f"protocol.lr={p.lr} must be positive", fix="e.g. --set protocol.lr=1e-4")
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _batches(indices: list[int], bs: int) -> list[list[int]]:
+    return [indices[i:i + bs] for i in range(0, len(indices), bs)]
+
+
+def _to_device(data: PreparedDataset, idx: list[int], device: torch.device, mean, std):
+    idx = sorted(idx)  # memmap locality
+    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
+    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
+    return normalize(x, mean, std), y, idx
+
+
+@torch.no_grad()
+def _validate(model, data: PreparedDataset, idx: list[int], loss_spec, bs: int, device, amp: bool, mean, std,
+              num_classes: int) -> dict[str, float]:
+    """Validation at network resolution (model selection only; never the test split)."""
+    model.eval()
+    tp = fp = fn = 0
+    losses = []
+    for b in _batches(idx, bs):
+        x, y, _ = _to_device(data, b, device, mean, std)
+        with _autocast(device, amp):
+            logits = model(x)
+        losses.append(float(loss_spec.fn(logits, y)) * len(b))
+        pred = to_labels(logits)
+        fg_p, fg_r = pred > 0, y > 0
+        same = pred == y
+        tp += int((fg_r & same).sum())
+        fp += int((fg_p & ~same).sum())
+        fn += int((fg_r & ~same).sum())
+    denom = 2 * tp + fp + fn
+    return {"val_loss": sum(losses) / max(len(idx), 1), "val_mdsc": 2 * tp / denom if denom else 1.0}
+
+
+@torch.no_grad()
+def predict_logits(model, x: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
+    model.eval()
+    with _autocast(device, amp):
+        return model(x).float()
+
+
+def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, device, amp: bool, mean, std,
+                   extra: dict[str, Any], progress: bool) -> tuple[list[dict[str, Any]], np.ndarray]:
+    from tqdm import tqdm
+
+    labels = data.card.labels
+    k = len(labels)
+    records: list[dict[str, Any]] = []
+    preds = np.zeros((len(idx), data.size, data.size), np.uint8)
+    pos = {c: i for i, c in enumerate(idx)}
+    for b in tqdm(_batches(idx, spec.protocol.batch_size), desc="test", disable=not progress, leave=False):
+        x, _, order = _to_device(data, b, device, mean, std)
+        logits = predict_logits(model, x, device, amp)
+        for j, case in enumerate(order):
+            preds[pos[case]] = to_labels(logits[j:j + 1])[0].cpu().numpy().astype(np.uint8)
+            if spec.protocol.eval_resolution == "native":
+                h, w = data.native_shape(case)
+                up = F.interpolate(logits[j:j + 1], size=(h, w), mode="bilinear", align_corners=False)
+                pred = to_labels(up)[0].cpu().numpy()
+                ref = data.native_mask(case)
+            else:
+                pred = preds[pos[case]]
+                ref = np.asarray(data.masks[case])
+                h, w = ref.shape
+            counts = confusion(pred, ref, k)
+            spacing = data.meta(case).get("spacing_mm")
+            records += case_records(data.ids[case], counts, labels,
+                                    {**extra, "height": h, "width": w,
+                                     "spacing_mm": float(spacing[0]) if spacing else float("nan")})
+    return records, preds
+
+
+def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool) -> dict[str, Any]:
+    import pandas as pd
+    from tqdm import tqdm
+
+    p, d = spec.protocol, spec.data
+    t_start = time.time()
+    data = prepare(d.name, p.input_size, d.root or data_root, d.options, limit=d.limit, progress=progress)
+    card = data.card
+    split_rec = load_or_create(d.name, data.ids, data.groups, data.index["sha256"], data.index["phash"],
+                               d.num_folds, d.split_seed)
+    split = rotation(split_rec["folds"], data.ids, d.num_folds, d.fold)
+    if not split.train or not split.val or not split.test:
+        raise SegarenaError(f"fold {d.fold} of {d.name}: empty train, validation or test set",
+                            fix="use more cases (data.limit) or fewer folds")
+    write_json(store.path("split.json"), {k: [data.ids[i] for i in getattr(split, k)] for k in ("train", "val", "test")}
+               | {"duplicates": split_rec["duplicates"], "num_folds": d.num_folds, "fold": d.fold})
+
+    seed_everything(p.seed, p.deterministic)
+    num_classes = card.num_classes
+    loss_spec = resolve_loss(p.loss, num_classes)
+    n_out = out_channels(loss_spec, num_classes)
+    model = create_model(spec.model.name, n_out, in_channels=card.channels, pretrained=spec.model.pretrained,
+                         **spec.model.kwargs).to(device)
+    mean, std = model.card.mean, model.card.std
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = make_scheduler(p.schedule, opt, p.epochs)
+    amp = p.amp and device.type == "cuda" and "fp32" not in model.card.notes.lower()
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    gen = torch.Generator().manual_seed(p.seed)
+    aug = AUGMENTATIONS.get(p.augmentation)
+    start_epoch, best, best_epoch, bad, log = 0, -math.inf, -1, 0, []
+    sign = 1.0 if p.monitor == "val_mdsc" else -1.0
+    ckpt_info = {"model": spec.model.name, "kwargs": spec.model.kwargs, "num_outputs": n_out,
+                 "in_channels": card.channels, "labels": list(card.labels), "input_size": p.input_size,
+                 "mean": list(mean), "std": list(std), "dataset": d.name, "run_id": spec.run_id,
+                 "loss": loss_spec.name}
+
+    state = load_state(store.state_file)
+    if state is not None:  # resume an interrupted run from its last finished epoch
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        start_epoch, best, best_epoch, bad = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad"]
+        log = store.log()[:start_epoch]
+        if "scaler" in state and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
+
+    bs = p.batch_size
+    train_idx = np.asarray(split.train)
+    stopped_early = False
+    bar = tqdm(range(start_epoch, p.epochs), desc=spec.run_name[:40], disable=not progress, leave=False)
+    for epoch in bar:
+        if bad and p.patience is not None and bad >= p.patience:
+            stopped_early = True
+            break
+        t0 = time.time()
+        model.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        n_batches = max(1, len(order) // bs)
+        if p.max_steps_per_epoch:
+            n_batches = min(n_batches, p.max_steps_per_epoch)
+        total = 0.0
+        for b in range(n_batches):
+            x, y, _ = _to_device(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std)
+            x, y = augment(x, y, aug, gen)
+            with _autocast(device, amp):
+                logits = model(x)
+            loss = loss_spec.fn(logits, y)
+            if not torch.isfinite(loss):
+                raise RunFailed(f"non-finite training loss ({float(loss.detach())}) at epoch {epoch}, step {b}: "
+                                f"lower protocol.lr or disable protocol.amp")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if p.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            total += float(loss.detach())
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val = _validate(model, data, split.val, loss_spec, bs, device, amp, mean, std, num_classes)
+        score = sign * val[p.monitor]
+        if score > best:
+            best, best_epoch, bad = score, epoch, 0
+            save_weights(model, store.dir / "checkpoint", ckpt_info | {"epoch": epoch, p.monitor: val[p.monitor]})
+        else:
+            bad += 1
+        log.append({"epoch": epoch, "lr": lr, "train_loss": total / n_batches, **val,
+                    "seconds": time.time() - t0})
+        write_json(store.path("log.json"), log)
+        save_state(store.state_file, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "generator": gen.get_state(), "best": best,
+                                      "best_epoch": best_epoch, "bad": bad,
+                                      **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
+        bar.set_postfix(loss=f"{total / n_batches:.3f}", val_mdsc=f"{val['val_mdsc']:.3f}")
+    else:
+        stopped_early = bool(p.patience is not None and bad >= p.patience and len(log) < p.epochs)
+    train_seconds = sum(e["seconds"] for e in log)
+
+    # test: once, with the checkpoint chosen on validation
+    t_test = time.time()
+    load_weights(model, store.dir / "checkpoint")
+    extra = {"run_id": spec.run_id, "model": spec.model.name, "dataset": d.name, "fold": d.fold, "seed": p.seed}
+    records, preds = _evaluate_test(model, data, split.test, spec, device, amp, mean, std, extra, progress)
+    df = pd.DataFrame.from_records(records)
+    atomic_write(store.path("records.parquet"), lambda tmp: df.to_parquet(tmp, index=False), suffix=".parquet")
+    atomic_write(store.path("predictions.npz"),
+                 lambda tmp: np.savez_compressed(tmp, ids=np.array([data.ids[i] for i in split.test]), labels=preds),
+                 suffix=".npz")
+    _save_gallery(store, data, split.test, preds, df)
+    summary = {
+        "run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name, "family": model.card.family,
+        "dataset": d.name, "fold": d.fold, "seed": p.seed, "metrics": reduce(df), "per_class": per_class(df),
+        "empty_reference_cases": int(df.groupby("case_id")["ref_empty"].all().sum()),
+        "best_epoch": best_epoch, "epochs_run": len(log), "stopped_early": stopped_early,
+        "train_seconds": train_seconds, "test_seconds": time.time() - t_test, "wall_seconds": time.time() - t_start,
+        "params": count_params(model), "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
+        "eval_resolution": p.eval_resolution, "amp_used": amp, "device": _device_name(device),
+        "versions": {"segarena": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    write_json(store.path("summary.json"), summary)
+    store.state_file.unlink(missing_ok=True)
+    return summary
+
+
+def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], preds: np.ndarray, df,
+                  n: int = 3) -> None:
+    """Best and worst test cases (by per-case Dice) as image | overlay PNGs, for the report."""
+    from PIL import Image
+
+    from ..report.overlay import side_by_side
+
+    case_dice = df.groupby("case_id")["dice"].mean().sort_values(kind="stable")
+    pos = {data.ids[i]: (j, i) for j, i in enumerate(test_idx)}
+    folder = store.dir / "gallery"
+    folder.mkdir(exist_ok=True)
+    picks = [("worst", c) for c in case_dice.index[:n]] + [("best", c) for c in case_dice.index[::-1][:n]]
+    for rank, (kind, cid) in enumerate(picks):
+        j, i = pos[cid]
+        strip = side_by_side(np.asarray(data.images[i]), np.asarray(data.masks[i]), preds[j])
+        name = f"{kind}_{rank % n}_{cid}_dice{case_dice[cid]:.3f}.png"
+        atomic_write(folder / name, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"), suffix=".png")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+__all__ = ["RunResult", "run", "predict_logits", "pick_device"]

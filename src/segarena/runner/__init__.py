@@ -1,0 +1,4 @@
+"""Results store and grid execution."""
+from .store import ResultsDir, RunStore
+
+__all__ = ["ResultsDir", "RunStore"]

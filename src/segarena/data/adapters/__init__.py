@@ -1,2 +1,2 @@
 """Dataset adapters, one module per release layout. Importing this package registers them all."""
-from . import busi, folder, hc18, kvasir  # noqa: F401
+from . import busbra, busi, camus, cvc_clinicdb, drive, folder, hc18, isic2018, kvasir, neopolyp, ph2  # noqa: F401

@@ -249,13 +249,14 @@ def test_case_records_multiclass():
     ref[12:15, 12:15] = 2  # class 2 missed entirely
     recs = case_surface_metrics(pred, ref, classes=[1, 2, 3], spacing=(1.0, 1.0), tau={1: 1.0, 2: 2.0, 3: 3.0},
                                 case_id="c7")
-    assert [r["class"] for r in recs] == [1, 2, 3]
+    assert [r["class_id"] for r in recs] == [1, 2, 3]
     assert all(r["case_id"] == "c7" for r in recs)
     assert [r["empty"] for r in recs] == ["none", "pred", "both"]
-    assert [r["tau"] for r in recs] == [1.0, 2.0, 3.0]
+    assert [r["nsd_tau"] for r in recs] == [1.0, 2.0, 3.0]
     assert recs[0]["hd"] == surface_metrics(pred == 1, ref == 1).hd == 1.0
     assert recs[1]["nsd"] == 0.0 and recs[2]["nsd"] == 1.0
-    assert set(recs[0]) == {"case_id", "class", "hd", "hd95", "assd", "nsd", "tau", "empty", "hd95_pooled"}
+    assert set(recs[0]) == {"case_id", "class_id", "hd", "hd95", "assd", "nsd", "nsd_tau", "empty",
+                           "hd95_pooled"}
     # a boolean mask counts as class 1
     assert case_surface_metrics(pred == 1, ref == 1, classes=[1])[0]["hd"] == 1.0
 

@@ -47,7 +47,7 @@ class SurfaceMetrics:
     hd95: float
     assd: float
     nsd: float
-    tau: float
+    nsd_tau: float
     empty: str = "none"
     hd95_pooled: float = float("nan")
 
@@ -137,7 +137,7 @@ def surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] 
     tau = float(tau)
     if not np.isfinite(tau) or tau < 0:
         raise ConfigError(f"NSD tolerance tau must be a finite number >= 0 mm, got {tau!r}",
-                          fix="set metrics.nsd_tau to a distance in mm")
+                          fix="give the NSD tolerance in mm, the unit of spacing")
     has_p, has_r = bool(pred.any()), bool(ref.any())
     if not has_p and not has_r:
         return SurfaceMetrics(0.0, 0.0, 0.0, 1.0, tau, "both", 0.0)
@@ -160,7 +160,8 @@ def case_surface_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[in
 
     ``classes`` lists the class ids to evaluate (usually the foreground ones; for a binary task pass ``[1]``,
     a boolean mask counts as class 1). ``tau`` may be one tolerance or one per class. Each record is
-    ``{"case_id", "class", "hd", "hd95", "assd", "nsd", "tau", "empty", "hd95_pooled"}``.
+    ``{"case_id", "class_id", "hd", "hd95", "assd", "nsd", "nsd_tau", "empty", "hd95_pooled"}``, to be merged
+    with the overlap records of :func:`segarena.metrics.case_records` on ``(case_id, class_id)``.
     """
     pred = np.asarray(pred)
     ref = np.asarray(ref)
@@ -168,5 +169,5 @@ def case_surface_metrics(pred: np.ndarray, ref: np.ndarray, classes: Iterable[in
     for c in classes:
         t = tau[c] if isinstance(tau, dict) else tau
         m = surface_metrics(pred == c, ref == c, spacing, t)
-        out.append({"case_id": case_id, "class": int(c), **m.to_dict()})
+        out.append({"case_id": case_id, "class_id": int(c), **m.to_dict()})
     return out

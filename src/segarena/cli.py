@@ -165,6 +165,42 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_run(a: argparse.Namespace) -> int:
+    from .report import build_report, leaderboard_text, load_results
+    from .runner.study import load_study
+    from .runner.study_runner import run_study
+
+    study = load_study(a.file, scale=a.scale)  # every problem of the file is reported before anything runs
+    out = run_study(study, a.results, executor=a.executor, workers=a.workers, address=a.address,
+                    data_root=a.data_root, retries=a.retries, time_limit_s=a.time_limit, progress=True)
+    print()
+    print(leaderboard_text(load_results(a.results)["runs"]))
+    if out.chosen_lr:
+        print("\nlearning rates chosen on validation: " +
+              ", ".join(f"{k.replace('|', ' on ')}: {v:g}" for k, v in sorted(out.chosen_lr.items())))
+    print(f"\nreport: {build_report(a.results)['html']}")
+    if out.failed:
+        print(f"{len(out.failed)} run(s) failed after retries; `segarena study status {a.results}` lists them",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_study_status(a: argparse.Namespace) -> int:
+    from .runner.study_runner import study_status
+
+    rows = study_status(a.results_dir)
+    if a.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no studies in this results folder")
+    for r in rows:
+        eta = f"{r['eta_seconds'] / 60:.1f} min" if r["eta_seconds"] is not None else "unknown"
+        print(f"{r['study']} ({r['state']}): {r['done']} done, {r['running']} running, {r['failed']} failed, "
+              f"{r['pending']} pending of {r['expected']} — ETA {eta}")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
     ns = argparse.Namespace(models="unet,segformer-b0", datasets="kvasir-seg", folds="0", seeds="0",
@@ -247,6 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--out", help="output folder (default RESULTS_DIR/report)")
     p.set_defaults(fn=cmd_report)
+
+    st = sub.add_parser("study", help="run a whole study from a YAML file; show its status").add_subparsers(
+        dest="sub", required=True)
+    p = st.add_parser("run", help="run (or resume) a study: LR search on validation, then k-fold CV")
+    p.add_argument("file", help="study YAML, e.g. configs/studies/borst2026.yaml")
+    p.add_argument("--scale", help="a named scale of the study file (e.g. smoke)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=1, help="local: worker processes (one GPU each when present)")
+    p.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
+    p.add_argument("--retries", type=int, default=1, help="retries of a failed run (default 1)")
+    p.add_argument("--time-limit", type=float, help="seconds per run attempt before it counts as failed")
+    p.add_argument("--results", default="results")
+    p.add_argument("--data-root")
+    p.set_defaults(fn=cmd_study_run)
+    p = st.add_parser("status", help="done / running / failed / pending runs and an ETA")
+    p.add_argument("results_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_study_status)
 
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)

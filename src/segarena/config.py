@@ -70,6 +70,8 @@ class ProtocolConfig:
     #: cap on optimizer steps per epoch (``None``: full epoch) — for CPU-sized protocols
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None
+    #: ``False`` for model-selection runs (the learning-rate search): no test evaluation at all
+    evaluate_test: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 import platform
 import random
 import time
@@ -59,8 +60,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str | os.PathLike | None = None,
-        device: str | torch.device | None = None, progress: bool = False) -> RunResult:
-    """Execute one run (or return its stored result if it is already complete)."""
+        device: str | torch.device | None = None, progress: bool = False, time_limit_s: float | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Execute one run (or return its stored result if it is already complete).
+
+    ``time_limit_s``: stop with a recorded failure after this many seconds of this call (checked between steps;
+    the last finished epoch is kept, so a retry resumes). ``on_epoch``: called with each epoch's log entry (used by
+    schedulers such as successive halving).
+    """
     validate_spec(spec)
     store = ResultsDir(results).run(spec)
     if store.is_complete():
@@ -71,7 +78,8 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
     try:
         store.init()
         store.set_status("running", pid=os.getpid())
-        summary = _execute(spec, store, data_root, pick_device(device), progress)
+        deadline = time.time() + time_limit_s if time_limit_s else None
+        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch)
         store.set_status("complete")
         return RunResult(store, summary)
     except BaseException as exc:
@@ -186,7 +194,8 @@ def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, 
     return records, preds
 
 
-def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool) -> dict[str, Any]:
+def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool,
+             deadline: float | None = None, on_epoch=None) -> dict[str, Any]:
     import pandas as pd
     from tqdm import tqdm
 
@@ -250,6 +259,9 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
             n_batches = min(n_batches, p.max_steps_per_epoch)
         total = 0.0
         for b in range(n_batches):
+            if deadline and time.time() > deadline:
+                raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
+                                f"a retry resumes from it)")
             x, y, _ = _to_device(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std)
             x, y = augment(x, y, aug, gen)
             with _autocast(device, amp):
@@ -278,6 +290,8 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
         log.append({"epoch": epoch, "lr": lr, "train_loss": total / n_batches, **val,
                     "seconds": time.time() - t0})
         write_json(store.path("log.json"), log)
+        if on_epoch is not None:
+            on_epoch(log[-1])
         save_state(store.state_file, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "generator": gen.get_state(), "best": best,
                                       "best_epoch": best_epoch, "bad": bad,
@@ -286,6 +300,16 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     else:
         stopped_early = bool(p.patience is not None and bad >= p.patience and len(log) < p.epochs)
     train_seconds = sum(e["seconds"] for e in log)
+    if not p.evaluate_test:  # model-selection run: validation only, the test split is never touched
+        best_val = max(e[p.monitor] for e in log) if p.monitor == "val_mdsc" else min(e[p.monitor] for e in log)
+        summary = {"run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name,
+                   "family": model.card.family, "dataset": d.name, "fold": d.fold, "seed": p.seed, "lr": p.lr,
+                   "validation_only": True, "best_val": {p.monitor: best_val}, "best_epoch": best_epoch,
+                   "epochs_run": len(log), "train_seconds": train_seconds, "wall_seconds": time.time() - t_start,
+                   "params": count_params(model), "device": _device_name(device), "metrics": {}, "per_class": {}}
+        write_json(store.path("summary.json"), summary)
+        store.state_file.unlink(missing_ok=True)
+        return summary
 
     # test: once, with the checkpoint chosen on validation
     t_test = time.time()

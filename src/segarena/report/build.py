@@ -23,11 +23,14 @@ LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall")
 def load_results(results: str | os.PathLike) -> dict[str, Any]:
     """Summaries of complete runs, failures, and logs — everything the report needs, from the store only."""
     rd = ResultsDir(results, create=False)
-    rows, failed, logs = [], [], {}
+    rows, failed, logs, search = [], [], {}, []
     for d in rd.run_dirs():
         status = json.loads((d / "status.json").read_text()) if (d / "status.json").is_file() else {}
         if status.get("state") == "complete" and (d / "summary.json").is_file():
             s = json.loads((d / "summary.json").read_text())
+            if s.get("validation_only"):  # LR-search runs: model selection, never in the leaderboard
+                search.append({k: s[k] for k in ("model", "dataset", "fold", "lr", "best_epoch")} | s["best_val"])
+                continue
             rows.append({**{k: v for k, v in s.items() if k not in ("metrics", "per_class", "versions")},
                          **s["metrics"], **{f"class:{k}": v for k, v in s["per_class"].items()}, "dir": str(d)})
             logs[s["run_name"]] = json.loads((d / "log.json").read_text()) if (d / "log.json").is_file() else []
@@ -36,7 +39,8 @@ def load_results(results: str | os.PathLike) -> dict[str, Any]:
             failed.append({"run": d.name, "model": spec["model"]["name"], "dataset": spec["data"]["name"],
                            "fold": spec["data"]["fold"], "state": status.get("state", "pending"),
                            "error": status.get("error", "")})
-    return {"runs": pd.DataFrame(rows), "failed": pd.DataFrame(failed), "logs": logs, "root": rd.path}
+    return {"runs": pd.DataFrame(rows), "failed": pd.DataFrame(failed), "logs": logs, "root": rd.path,
+            "search": pd.DataFrame(search)}
 
 
 def _fmt(mean: float, std: float, scale: float = 100.0) -> str:
@@ -141,10 +145,10 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike | None = Non
     pc = _per_class(runs) if not runs.empty else pd.DataFrame()
     curves = _curves(runs, res["logs"]) if not runs.empty else {}
     gallery = _gallery(runs) if not runs.empty else {}
-    md = _markdown(lb, pc, failed)
+    md = _markdown(lb, pc, failed, res["search"])
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     write_text(paths["markdown"], md)
-    write_text(paths["html"], _html(lb, pc, failed, curves, gallery))
+    write_text(paths["html"], _html(lb, pc, failed, curves, gallery, res["search"]))
     return paths
 
 
@@ -164,7 +168,21 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
                      ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _markdown(lb: pd.DataFrame, pc: pd.DataFrame, failed: pd.DataFrame) -> str:
+def _search_rows(search: pd.DataFrame) -> list[list[str]]:
+    if search.empty:
+        return []
+    rows = []
+    for (ds, m), g in search.sort_values(["dataset", "model", "lr"]).groupby(["dataset", "model"]):
+        best = g.loc[g["val_mdsc"].idxmax(), "lr"] if "val_mdsc" in g else None
+        rows.append([ds, m, ", ".join(f"{r.lr:g}: {r.val_mdsc * 100:.1f}" + (" ✓" if r.lr == best else "")
+                                      for r in g.itertuples())])
+    return rows
+
+
+SEARCH_HEAD = ["dataset", "model", "validation mDSC % per learning rate (✓ chosen)"]
+
+
+def _markdown(lb: pd.DataFrame, pc: pd.DataFrame, failed: pd.DataFrame, search: pd.DataFrame) -> str:
     parts = ["# segarena report", "", "## Leaderboard", "",
              "Mean ± std over folds. " + "; ".join(f"**{k}**: {v}" for k, v in DESCRIPTIONS.items()
                                                    if k in ("mdsc", "dice_case_mean")), ""]
@@ -174,6 +192,9 @@ def _markdown(lb: pd.DataFrame, pc: pd.DataFrame, failed: pd.DataFrame) -> str:
         parts.append(_md_table(["dataset", "class", "model", "Dice %"],
                                [[r["dataset"], r["class"], r["model"], _fmt(r["mean"], r["std"])]
                                 for _, r in pc.iterrows()]))
+    if not search.empty:
+        parts += ["", "## Learning-rate search (validation data only)", ""]
+        parts.append(_md_table(SEARCH_HEAD, _search_rows(search)))
     if not failed.empty:
         parts += ["", "## Runs not complete", ""]
         parts.append(_md_table(["run", "state", "error"], [[r["run"], r["state"], str(r["error"])]
@@ -193,7 +214,7 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def _html(lb, pc, failed, curves, gallery) -> str:
+def _html(lb, pc, failed, curves, gallery, search) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>segarena report</title><style>{CSS}</style>"
              "</head><body><h1>segarena report</h1><h2>Leaderboard</h2>",
              "<p class='note'>Mean ± std over folds. <b>mDSC</b>: " + html.escape(DESCRIPTIONS["mdsc"]) +
@@ -217,6 +238,9 @@ def _html(lb, pc, failed, curves, gallery) -> str:
                       f"src='data:image/png;base64,{b}'><figcaption class='note'>{html.escape(n)}</figcaption></figure>"
                       for n, b in imgs]
             parts.append("</div>")
+    if not search.empty:
+        parts.append("<h2>Learning-rate search (validation data only)</h2>")
+        parts.append(_html_table(SEARCH_HEAD, _search_rows(search)))
     if not failed.empty:
         parts.append("<h2>Runs not complete</h2>")
         parts.append(_html_table(["run", "state", "error"], [[r["run"], r["state"], str(r["error"])]

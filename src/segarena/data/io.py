@@ -69,6 +69,8 @@ def read_gray(path: str | Path) -> np.ndarray:
     if arr.ndim == 3:
         if arr.shape[2] == 4:
             arr = arr[..., :3]
+        if arr.shape[2] == 3:
+            _refuse_colour_codes(arr, path)
         arr = arr.max(axis=2) if arr.shape[2] > 1 else arr[..., 0]
     if arr.dtype != np.uint8 and arr.dtype != bool:
         if arr.max() <= 255:
@@ -77,6 +79,33 @@ def read_gray(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: mask values up to {int(arr.max())} do not fit a label map",
                             fix="store masks as 8-bit label maps (0 = background, 1..K-1 = classes)")
     return arr.astype(np.uint8)
+
+
+_COLOUR_NAMES = {(1, 0, 0): "red", (0, 1, 0): "green", (0, 0, 1): "blue", (1, 1, 0): "yellow", (1, 0, 1): "magenta",
+                 (0, 1, 1): "cyan"}
+
+
+def _refuse_colour_codes(rgb: np.ndarray, path: Path) -> None:
+    """Several distinct colours in one mask mean a colour-coded multi-class mask: taking the channel maximum
+    would silently merge its classes, so it is an error. One colour (a red silhouette, JPEG noise included) is
+    fine. A colour counts when its pixels are strongly coloured (channel spread > 64) and cover >= 16 pixels and
+    >= 1% of the coloured pixels."""
+    if rgb.dtype != np.uint8:
+        return
+    x = rgb.astype(np.int16)
+    coloured = (x.max(axis=2) - x.min(axis=2)) > 64
+    n = int(coloured.sum())
+    if n < 32:
+        return
+    on = x[coloured] > 127
+    codes, counts = np.unique(on[:, 0] * 4 + on[:, 1] * 2 + on[:, 2], return_counts=True)
+    keep = [int(c) for c, k in zip(codes, counts) if c and k >= 16 and k >= 0.01 * n]  # 0: blends into black
+    if len(keep) > 1:
+        names = [_COLOUR_NAMES.get(((c >> 2) & 1, (c >> 1) & 1, c & 1), "white") for c in keep]
+        raise DataError(f"{path}: colour-coded mask with several colours ({', '.join(names)}); this dataset reads "
+                        f"grey label maps, so the colours' classes would merge",
+                        fix="convert the mask to a label map (0 = background, 1..K-1 = classes) or use the adapter "
+                            "of the dataset that defines these colours")
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

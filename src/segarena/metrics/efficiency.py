@@ -1,0 +1,242 @@
+"""Cost of a model: parameters, FLOPs/MACs, latency, throughput, peak memory, and the accuracy-cost Pareto front.
+
+The paper compared accuracy only; a model that is 0.3 Dice points better at four times the compute is a
+different recommendation. Conventions (``docs/evaluation.md``):
+
+* **FLOPs** are counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode`` for one forward pass of one
+  image (convolutions, matmuls and attention; element-wise ops are not counted). One multiply-accumulate counts as
+  2 FLOPs, so ``macs = flops // 2`` (the number most papers call "FLOPs").
+* **Latency**: eval mode, ``torch.inference_mode()``, batch 1, after ``warmup`` untimed passes; each pass is timed
+  on its own (with ``torch.cuda.synchronize()`` before and after on CUDA) and the median is reported, with the
+  90th percentile.
+* **Throughput**: images/s over ``repeats`` timed passes at ``batch_size`` (after warm-up).
+* **Peak memory** of a forward pass at ``batch_size``: on CUDA, ``torch.cuda.max_memory_allocated`` minus the
+  memory allocated before the pass (so weights are excluded; activations and workspace are included); on CPU, the
+  growth of the process's peak resident set (Linux: ``VmHWM`` after resetting it through ``/proc/self/clear_refs``;
+  elsewhere ``resource.getrusage`` max RSS, which only shows growth beyond the earlier peak). CPU numbers include
+  allocator effects and are approximate.
+* **Device**: the GPU name, or the CPU model name with the number of torch threads. Timings from different
+  devices are not comparable; the record says which one produced them.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .._errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Efficiency", "count_flops", "device_name", "measure_efficiency", "pareto_front", "pareto_plot"]
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Cost record of one model at one input size on one device."""
+
+    params: int
+    trainable_params: int
+    flops: int
+    macs: int
+    input_size: tuple[int, int]
+    in_channels: int
+    latency_ms: float
+    latency_p90_ms: float
+    throughput: float
+    batch_size: int
+    peak_memory_mb: float
+    memory_kind: str
+    device: str
+    dtype: str
+    torch_version: str
+    model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+
+def device_name(device: torch.device | str = "cpu") -> str:
+    """Human-readable name of the device that produced a timing: GPU name, or CPU model and torch threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Forward FLOPs of ``model(x)`` as counted by ``FlopCounterMode`` (1 multiply-add = 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_kb(field: str) -> int | None:
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _cpu_peak_delta_mb(run: Any) -> tuple[float, str]:
+    """Growth of the process's peak RSS while ``run()`` executes (MiB), and how it was measured."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        before = _rss_kb("VmRSS")
+        run()
+        after = _rss_kb("VmHWM")
+        if before is not None and after is not None:
+            return max(0, after - before) / 1024, "cpu_peak_rss_delta"
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    run()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return max(0, after - before) / 2**20, "cpu_maxrss_growth"
+
+
+def measure_efficiency(model: nn.Module, input_size: int | Sequence[int] = 512, *, in_channels: int = 3,
+                       device: torch.device | str = "cpu", batch_size: int = 8, warmup: int = 3,
+                       repeats: int = 10, dtype: torch.dtype = torch.float32,
+                       name: str | None = None) -> Efficiency:
+    """Parameters, FLOPs, latency (batch 1), throughput (``batch_size``) and peak memory of ``model``.
+
+    The model is moved to ``device`` and put in eval mode (its previous train/eval mode is restored; it stays on
+    ``device``). ``dtype`` other than float32 runs the forward under autocast (e.g. ``torch.bfloat16``).
+    """
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    if len(size) != 2 or min(size) < 1 or batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError(f"bad efficiency settings: input_size={input_size}, batch_size={batch_size}, "
+                          f"repeats={repeats}, warmup={warmup}", fix="use positive sizes and counts")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("efficiency on CUDA requested but no GPU is visible", fix="use device='cpu'")
+    was_training = model.training
+    model = model.to(device).eval()
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    x1 = torch.randn(1, in_channels, *size, device=device)
+    xb = torch.randn(batch_size, in_channels, *size, device=device)
+    amp = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def forward(x: torch.Tensor) -> None:
+        with torch.inference_mode(), amp:
+            model(x)
+
+    try:
+        flops = count_flops(model, x1)
+        for _ in range(warmup):
+            forward(x1)
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            forward(x1)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        for _ in range(max(1, warmup)):
+            forward(xb)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            forward(xb)
+        _sync(device)
+        throughput = batch_size * repeats / (time.perf_counter() - t)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            forward(xb)
+            _sync(device)
+            peak_mb, kind = (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda_max_allocated"
+        else:
+            peak_mb, kind = _cpu_peak_delta_mb(lambda: forward(xb))
+    finally:
+        model.train(was_training)
+    ms = np.asarray(times) * 1e3
+    return Efficiency(params=params, trainable_params=trainable, flops=flops, macs=flops // 2, input_size=size,
+                      in_channels=in_channels, latency_ms=float(np.median(ms)),
+                      latency_p90_ms=float(np.percentile(ms, 90)), throughput=float(throughput),
+                      batch_size=batch_size, peak_memory_mb=float(peak_mb), memory_kind=kind,
+                      device=device_name(device), dtype=str(dtype).replace("torch.", ""),
+                      torch_version=torch.__version__, model=name)
+
+
+def pareto_front(df: pd.DataFrame, cost: str = "macs", score: str = "mdsc", *,
+                 higher_is_better: bool = True) -> pd.Series:
+    """Boolean mask of the rows on the Pareto front: no other row is at most as costly *and* at least as good,
+    with one of the two strictly. Lower cost is always better; ``higher_is_better`` is about ``score``."""
+    missing = [c for c in (cost, score) if c not in df.columns]
+    if missing:
+        raise ConfigError(f"columns {missing} not in the table (has {list(df.columns)})", fix="name cost= and score=")
+    c = df[cost].to_numpy(dtype=np.float64)
+    s = df[score].to_numpy(dtype=np.float64) * (1 if higher_is_better else -1)
+    ok = np.isfinite(c) & np.isfinite(s)
+    no_worse = (c[None, :] <= c[:, None]) & (s[None, :] >= s[:, None])  # [i, j]: j is no worse than i
+    better = (c[None, :] < c[:, None]) | (s[None, :] > s[:, None])
+    dominated = (no_worse & better & ok[None, :]).any(axis=1)
+    return pd.Series(ok & ~dominated, index=df.index, name="pareto")
+
+
+def pareto_plot(df: pd.DataFrame, cost: str = "macs", score: str = "mdsc", *, label: str = "model",
+                higher_is_better: bool = True, log_cost: bool = True, group: str | None = "family",
+                cost_label: str | None = None, score_label: str | None = None,
+                title: str | None = None) -> Figure:
+    """Accuracy vs cost scatter with each point labelled, coloured by ``group`` when present, and the Pareto
+    front drawn as a step line. Returns a ``matplotlib.figure.Figure``."""
+    from matplotlib.figure import Figure
+
+    front = pareto_front(df, cost, score, higher_is_better=higher_is_better)
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    groups = df.groupby(group, sort=True) if group and group in df.columns else [(None, df)]
+    for i, (key, g) in enumerate(groups):
+        ax.scatter(g[cost], g[score], color=f"C{i}", label=None if key is None else str(key), zorder=3)
+    for _, r in df.iterrows():
+        ax.annotate(str(r[label]) if label in df.columns else "", (r[cost], r[score]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    f = df[front].sort_values(cost)
+    if len(f) > 1:
+        ax.step(f[cost], f[score], where="post", color="k", lw=1, alpha=0.6, label="Pareto front", zorder=2)
+    if log_cost:
+        ax.set_xscale("log")
+    ax.set_xlabel(cost_label or cost)
+    ax.set_ylabel(score_label or score)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig

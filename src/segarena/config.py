@@ -114,7 +114,8 @@ def config_hash(spec: RunSpec) -> str:
 def from_dict(cls: type[C], data: Any, where: str = "") -> C:
     """Build a config dataclass from plain data, strictly: unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}",
+                          fix="give key: value pairs here")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -129,6 +130,9 @@ def from_dict(cls: type[C], data: Any, where: str = "") -> C:
 
 
 def spec_from_dict(data: dict[str, Any]) -> RunSpec:
+    if not isinstance(data, dict):
+        raise ConfigError(f"a run spec must be a mapping of data/model/protocol sections, got {type(data).__name__}",
+                          fix="write e.g. `protocol: {epochs: 10}` at the top level")
     data = {k: v for k, v in data.items() if k != "schema"}
     return from_dict(RunSpec, data)
 
@@ -156,30 +160,30 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return value
     if origin in (dict,):
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}", fix="use e.g. {key: value}")
         return dict(value)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {value!r}", fix="use e.g. [a, b]")
         return origin(value)
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        raise ConfigError(f"{path}: expected true/false, got {value!r}", fix="use true or false")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        raise ConfigError(f"{path}: expected an integer, got {value!r}", fix="use a whole number, e.g. 10")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+        raise ConfigError(f"{path}: expected a number, got {value!r}", fix="use a number, e.g. 1e-4")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{path}: expected a string, got {value!r}")
+        raise ConfigError(f"{path}: expected a string, got {value!r}", fix="quote the value")
     return value
 
 

@@ -4,6 +4,7 @@ A crash or a full disk leaves either the old file or the new one, never a half-w
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -24,12 +25,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         # the real suffix goes last: writers such as np.save/np.savez append theirs when it is missing
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
         os.close(fd)
-    except PermissionError:
-        raise SegarenaError(f"cannot write into {path.parent}: permission denied",
-                            fix="choose a writable output folder") from None
     except OSError as exc:
-        raise SegarenaError(f"cannot write into {path.parent}: {exc.strerror}",
-                            fix="free disk space or choose another output folder") from None
+        raise SegarenaError(f"cannot write into {path.parent}: {(exc.strerror or str(exc)).lower()}",
+                            fix=_fix_for(exc)) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -38,11 +36,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise SegarenaError(f"writing {path} failed: {exc.strerror or exc}",
-                            fix="free disk space or choose another output folder; nothing was overwritten") from None
+        raise SegarenaError(f"writing {path} failed: {(exc.strerror or str(exc)).lower()}",
+                            fix=f"{_fix_for(exc)}; nothing was overwritten") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _fix_for(exc: OSError) -> str:
+    """What to do about a failed write, by its cause: permissions, a full disk, or anything else."""
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a writable folder or fix its permissions"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space or choose a folder on another disk"
+    return "check the folder or choose another one"
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

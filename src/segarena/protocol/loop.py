@@ -61,12 +61,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str | os.PathLike | None = None,
         device: str | torch.device | None = None, progress: bool = False, time_limit_s: float | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None, until_epoch: int | None = None) -> RunResult:
     """Execute one run (or return its stored result if it is already complete).
 
     ``time_limit_s``: stop with a recorded failure after this many seconds of this call (checked between steps;
     the last finished epoch is kept, so a retry resumes). ``on_epoch``: called with each epoch's log entry (used by
-    schedulers such as successive halving).
+    schedulers such as successive halving). ``until_epoch``: pause after this epoch (status ``paused``, the state
+    kept); calling ``run`` again continues — successive halving promotes runs this way.
     """
     validate_spec(spec)
     store = ResultsDir(results).run(spec)
@@ -79,7 +80,10 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
         store.init()
         store.set_status("running", pid=os.getpid())
         deadline = time.time() + time_limit_s if time_limit_s else None
-        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch)
+        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch, until_epoch)
+        if summary.get("paused"):
+            store.set_status("paused", epoch=summary["epochs_run"] - 1)
+            return RunResult(store, summary)
         store.set_status("complete")
         return RunResult(store, summary)
     except BaseException as exc:
@@ -195,7 +199,7 @@ def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, 
 
 
 def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool,
-             deadline: float | None = None, on_epoch=None) -> dict[str, Any]:
+             deadline: float | None = None, on_epoch=None, until_epoch: int | None = None) -> dict[str, Any]:
     import pandas as pd
     from tqdm import tqdm
 
@@ -297,6 +301,8 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
                                       "best_epoch": best_epoch, "bad": bad,
                                       **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
         bar.set_postfix(loss=f"{total / n_batches:.3f}", val_mdsc=f"{val['val_mdsc']:.3f}")
+        if until_epoch is not None and epoch >= until_epoch and epoch < p.epochs - 1:
+            return {"paused": True, "epochs_run": len(log), "log": log, "best_val": {p.monitor: sign * best}}
     else:
         stopped_early = bool(p.patience is not None and bad >= p.patience and len(log) < p.epochs)
     train_seconds = sum(e["seconds"] for e in log)

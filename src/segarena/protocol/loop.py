@@ -261,7 +261,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
         n_batches = max(1, len(order) // bs)
         if p.max_steps_per_epoch:
             n_batches = min(n_batches, p.max_steps_per_epoch)
-        total = 0.0
+        total = torch.zeros((), device=device)
         for b in range(n_batches):
             if deadline and time.time() > deadline:
                 raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
@@ -271,9 +271,6 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
             with _autocast(device, amp):
                 logits = model(x)
             loss = loss_spec.fn(logits, y)
-            if not torch.isfinite(loss):
-                raise RunFailed(f"non-finite training loss ({float(loss.detach())}) at epoch {epoch}, step {b}: "
-                                f"lower protocol.lr or disable protocol.amp")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if p.grad_clip:
@@ -281,7 +278,16 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
                 torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
             scaler.step(opt)
             scaler.update()
-            total += float(loss.detach())
+            total += loss.detach()
+            # finiteness is checked every 16 steps and at the end of the epoch: a per-step check would force a
+            # GPU sync on every step; a NaN still stops the run within 16 steps, before any checkpoint is saved
+            if (b % 16 == 15 or b == n_batches - 1) and not torch.isfinite(total):
+                raise RunFailed(f"non-finite training loss at epoch {epoch} (by step {b}): lower protocol.lr or "
+                                f"disable protocol.amp")
+        total = float(total)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.time() - t0
         lr = opt.param_groups[0]["lr"]
         sched.step()
         val = _validate(model, data, split.val, loss_spec, bs, device, amp, mean, std, num_classes)
@@ -292,7 +298,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
         else:
             bad += 1
         log.append({"epoch": epoch, "lr": lr, "train_loss": total / n_batches, **val,
-                    "seconds": time.time() - t0})
+                    "steps": n_batches, "train_seconds": train_time, "seconds": time.time() - t0})
         write_json(store.path("log.json"), log)
         if on_epoch is not None:
             on_epoch(log[-1])

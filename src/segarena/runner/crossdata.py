@@ -1,0 +1,172 @@
+"""Cross-dataset generalization: every model trained on dataset A is evaluated on every label-compatible dataset B.
+
+Compatibility comes from the cards' ``harmonized`` label groups (e.g. ``polyp``: Kvasir-SEG class 1, CVC-ClinicDB
+class 1, NeoPolyp classes 1+2). Predictions and references are both mapped to the group's one foreground class,
+so a NeoPolyp model (2 classes) and a Kvasir model (1 class) are scored on the same binary task.
+
+Out-of-domain cases: *all* cases of B (the model never saw B). In-domain reference: the run's own test fold of A,
+mapped to the same group. Per-case records are written to ``<run>/cross/<B>__<group>.parquet``; the matrix and
+gaps are reductions over them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .._io import atomic_write
+from ..data import DATASETS
+from ..metrics.overlap import case_records, confusion, mdsc
+from .store import ResultsDir, RunStore
+
+
+def compatible(dataset: str) -> dict[str, list[str]]:
+    """Harmonized group -> other datasets sharing it."""
+    card = DATASETS.get(dataset).card
+    out: dict[str, list[str]] = {}
+    for group in card.harmonized:
+        others = [n for n, a in DATASETS.items() if n != dataset and group in a.card.harmonized]
+        if others:
+            out[group] = others
+    return out
+
+
+def _lut(classes: tuple[int, ...]) -> np.ndarray:
+    lut = np.zeros(256, np.uint8)
+    lut[list(classes)] = 1
+    return lut
+
+
+def evaluate_on(store: RunStore, target: str, group: str, data_root: str | os.PathLike | None = None,
+                device: str | None = None, limit: int | None = None, ids: set[str] | None = None) -> pd.DataFrame:
+    """Per-case records of a trained run on the cases of ``target`` (all, or ``ids``), in the harmonized
+    ``group``."""
+    from ..data.augment import normalize
+    from ..data.prepare import prepare
+    from ..protocol.checkpoint import build_from_checkpoint
+    from ..protocol.loop import pick_device, predict_logits
+    from ..protocol.losses import to_labels
+
+    own = target == store.spec.data.name
+    out_file = store.dir / "cross" / f"{target}__{group}{'__test' if own else ''}.parquet"
+    if out_file.is_file():
+        return pd.read_parquet(out_file)
+    spec = store.spec
+    dev = pick_device(device)
+    model, info = build_from_checkpoint(store.dir / "checkpoint", dev)
+    src_lut = _lut(DATASETS.get(spec.data.name).card.harmonized[group])
+    tgt_card = DATASETS.get(target).card
+    tgt_lut = _lut(tgt_card.harmonized[group])
+    data = prepare(target, info["input_size"], (spec.data.root or data_root) if own else (data_root or spec.data.root),
+                   spec.data.options if own else None, limit=spec.data.limit if own else limit)
+    if data.card.channels != info["in_channels"]:
+        raise ValueError(f"{target} has {data.card.channels} channel(s); the model takes {info['in_channels']}")
+    records: list[dict[str, Any]] = []
+    bs = spec.protocol.batch_size
+    chosen = [i for i, c in enumerate(data.ids) if ids is None or c in ids]
+    for b in range(0, len(chosen), bs):
+        idx = chosen[b:b + bs]
+        x = normalize(torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(dev), info["mean"], info["std"])
+        logits = predict_logits(model, x, dev, amp=False)
+        for j, i in enumerate(idx):
+            h, w = data.native_shape(i)
+            pred = to_labels(F.interpolate(logits[j:j + 1], size=(h, w), mode="bilinear", align_corners=False))
+            pred = src_lut[pred[0].cpu().numpy().astype(np.uint8)]
+            ref = tgt_lut[data.native_mask(i)]
+            records += case_records(data.ids[i], confusion(pred, ref, 2), ("background", group),
+                                    {"run_id": spec.run_id, "model": spec.model.name, "train": spec.data.name,
+                                     "test": target, "fold": spec.data.fold, "seed": spec.protocol.seed})
+    df = pd.DataFrame.from_records(records)
+    atomic_write(out_file, lambda tmp: df.to_parquet(tmp, index=False), suffix=".parquet")
+    return df
+
+
+def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | None = None,
+                   device: str | None = None, limit: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Evaluate every complete run on every compatible dataset that can be found; return all records."""
+    rd = ResultsDir(results, create=False)
+    frames = []
+    for d in rd.run_dirs():
+        store = RunStore(d)
+        if not store.is_complete() or not store.spec.protocol.evaluate_test:
+            continue
+        for group, targets in compatible(store.spec.data.name).items():
+            # in-domain: the run's own test fold through the same harmonized path as the other datasets
+            frames.append(_own_test_harmonized(store, group, data_root, device).assign(group=group))
+            for target in targets:
+                try:
+                    df = evaluate_on(store, target, group, data_root, device, limit)
+                except Exception as exc:  # noqa: BLE001 - a missing dataset skips that column, loudly
+                    if progress:
+                        print(f"skipping {store.spec.model.name}: {store.spec.data.name} -> {target}: "
+                              f"{str(exc).splitlines()[0]}")
+                    continue
+                frames.append(df.assign(group=group))
+                if progress:
+                    print(f"{store.spec.model.name} f{store.spec.data.fold}: {store.spec.data.name} -> {target} "
+                          f"mDSC {mdsc(df) * 100:.1f}")
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _own_test_harmonized(store: RunStore, group: str, data_root, device) -> pd.DataFrame:
+    import json
+
+    test_ids = set(json.loads((store.dir / "split.json").read_text())["test"])
+    return evaluate_on(store, store.spec.data.name, group, data_root, device, ids=test_ids)
+
+
+def matrix(records: pd.DataFrame) -> pd.DataFrame:
+    """Pooled mDSC per (model, train, test), mean over folds/seeds: the train x test matrix per model."""
+    if records.empty:
+        return pd.DataFrame()
+    per_run = records.groupby(["model", "train", "test", "fold", "seed"]).apply(mdsc, include_groups=False)
+    return per_run.groupby(["model", "train", "test"]).mean().rename("mdsc").reset_index()
+
+
+def generalization_gaps(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """In-domain minus out-of-domain pooled mDSC per (model, train, test), with a bootstrap 95% CI that resamples
+    the cases of both sides (pooled over folds/seeds)."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    for (model, train), g in records.groupby(["model", "train"]):
+        own = g[g["test"] == train]
+        if own.empty:
+            continue
+        own_c = own.groupby(["fold", "seed", "case_id"])[["tp", "fp", "fn"]].sum().to_numpy(float)
+        for test, ood in g[g["test"] != train].groupby("test"):
+            ood_c = ood.groupby(["fold", "seed", "case_id"])[["tp", "fp", "fn"]].sum().to_numpy(float)
+
+            def dice(c: np.ndarray) -> np.ndarray:
+                return 2 * c[..., 0] / np.maximum(2 * c[..., 0] + c[..., 1] + c[..., 2], 1)
+
+            gap = dice(own_c.sum(0)) - dice(ood_c.sum(0))
+            bi = rng.integers(0, len(own_c), (n_boot, len(own_c)))
+            bo = rng.integers(0, len(ood_c), (n_boot, len(ood_c)))
+            boot = dice(own_c[bi].sum(1)) - dice(ood_c[bo].sum(1))
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            rows.append({"model": model, "train": train, "test": test, "in_domain": float(dice(own_c.sum(0))),
+                         "out_of_domain": float(dice(ood_c.sum(0))), "gap": float(gap), "gap_ci_low": float(lo),
+                         "gap_ci_high": float(hi)})
+    return pd.DataFrame(rows)
+
+
+def ood_ranking(gaps: pd.DataFrame) -> pd.DataFrame:
+    """Models ranked by mean out-of-domain mDSC, next to their in-domain rank."""
+    if gaps.empty:
+        return pd.DataFrame()
+    g = gaps.groupby("model")[["in_domain", "out_of_domain", "gap"]].mean()
+    g["ood_rank"] = g["out_of_domain"].rank(ascending=False, method="min").astype(int)
+    g["in_domain_rank"] = g["in_domain"].rank(ascending=False, method="min").astype(int)
+    return g.sort_values("ood_rank").reset_index()
+
+
+def write_cross_summary(results: str | os.PathLike, records: pd.DataFrame) -> Path:
+    rd = ResultsDir(results, create=False)
+    path = rd.path / "crossdata.parquet"
+    atomic_write(path, lambda tmp: records.to_parquet(tmp, index=False), suffix=".parquet")
+    return path

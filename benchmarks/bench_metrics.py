@@ -54,12 +54,11 @@ def lesion_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
 
 def _monai(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float], tau: float) -> tuple:
     import torch
-    from monai.metrics import (compute_average_surface_distance, compute_hausdorff_distance,
-                               compute_surface_dice)
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
     p = torch.from_numpy(pred)[None, None]
     r = torch.from_numpy(ref)[None, None]
-    kw = dict(include_background=True, spacing=spacing)
+    kw = {"include_background": True, "spacing": spacing}
     hd = compute_hausdorff_distance(p, r, **kw)
     hd95 = compute_hausdorff_distance(p, r, percentile=95, **kw)
     assd = compute_average_surface_distance(p, r, symmetric=True, **kw)
@@ -102,9 +101,9 @@ def run(n: int, size: int, spacing: tuple[float, float], tau: float, repeats: in
             if ours.empty != "none":
                 continue
             timed += 1
-            t_ours += _time(lambda: surface_metrics(pred, ref, spacing, tau), repeats)
-            t_monai += _time(lambda: _monai(pred, ref, spacing, tau), repeats)
-            t_medpy += _time(lambda: _medpy(pred, ref, spacing), repeats)
+            t_ours += _time(lambda p=pred, r=ref: surface_metrics(p, r, spacing, tau), repeats)
+            t_monai += _time(lambda p=pred, r=ref: _monai(p, r, spacing, tau), repeats)
+            t_medpy += _time(lambda p=pred, r=ref: _medpy(p, r, spacing), repeats)
             m = _monai(pred, ref, spacing, tau)
             d = _medpy(pred, ref, spacing)
             for key, a, b in zip(("monai_hd", "monai_hd95", "monai_assd", "monai_nsd"), m,

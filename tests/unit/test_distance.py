@@ -80,7 +80,7 @@ def _case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float
 def _monai(pred, ref, spacing, tau):
     p = torch.from_numpy(pred)[None, None]
     r = torch.from_numpy(ref)[None, None]
-    kw = dict(include_background=True, spacing=spacing)
+    kw = {"include_background": True, "spacing": spacing}
     return (monai_metrics.compute_hausdorff_distance(p, r, **kw).item(),
             monai_metrics.compute_hausdorff_distance(p, r, percentile=95, **kw).item(),
             monai_metrics.compute_average_surface_distance(p, r, symmetric=True, **kw).item(),

@@ -11,8 +11,14 @@ import torch
 from torch import nn
 
 from segarena._errors import ConfigError
-from segarena.metrics.efficiency import (Efficiency, count_flops, device_name, measure_efficiency, pareto_front,
-                                         pareto_plot)
+from segarena.metrics.efficiency import (
+    Efficiency,
+    count_flops,
+    device_name,
+    measure_efficiency,
+    pareto_front,
+    pareto_plot,
+)
 
 
 def test_flops_of_one_conv_by_hand():

@@ -9,10 +9,29 @@ import pytest
 from scipy import stats as st
 
 from segarena._errors import ConfigError
-from segarena.stats import (bootstrap_ci, bootstrap_ranks, bootstrap_ratio_ci, cd_cliques, cd_diagram, ci_table,
-                            consensus_ranking, describe_comparisons, friedman_nemenyi, holm, nemenyi_cd, nemenyi_q,
-                            pairwise_comparisons, rank_biserial, rank_blob_plot, rank_stability, rank_summary,
-                            rank_table, ratio_replicates, seed_fold_variance, wilcoxon_paired)
+from segarena.stats import (
+    bootstrap_ci,
+    bootstrap_ranks,
+    bootstrap_ratio_ci,
+    cd_cliques,
+    cd_diagram,
+    ci_table,
+    consensus_ranking,
+    describe_comparisons,
+    friedman_nemenyi,
+    holm,
+    nemenyi_cd,
+    nemenyi_q,
+    pairwise_comparisons,
+    rank_biserial,
+    rank_blob_plot,
+    rank_stability,
+    rank_summary,
+    rank_table,
+    ratio_replicates,
+    seed_fold_variance,
+    wilcoxon_paired,
+)
 
 # Demšar (2006), Table 6: AUC of four C4.5 variants on 14 data sets. The table is printed to 3 decimals; its
 # ranks imply C4.5+cf > C4.5+m+cf on "voting" (both print as 0.975), hence 0.97501 here.

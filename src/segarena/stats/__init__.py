@@ -9,8 +9,18 @@ from __future__ import annotations
 from .bootstrap import CI, bootstrap_ci, bootstrap_ratio_ci, ci_table, ratio_replicates
 from .plots import cd_cliques, cd_diagram, rank_blob_plot
 from .ranking import bootstrap_ranks, consensus_ranking, rank_stability, rank_summary, rank_table
-from .tests import (FriedmanResult, average_ranks, describe_comparisons, friedman_nemenyi, holm, nemenyi_cd,
-                    nemenyi_q, pairwise_comparisons, rank_biserial, wilcoxon_paired)
+from .tests import (
+                    FriedmanResult,
+                    average_ranks,
+                    describe_comparisons,
+                    friedman_nemenyi,
+                    holm,
+                    nemenyi_cd,
+                    nemenyi_q,
+                    pairwise_comparisons,
+                    rank_biserial,
+                    wilcoxon_paired,
+)
 from .variance import seed_fold_variance
 
 __all__ = ["CI", "FriedmanResult", "average_ranks", "bootstrap_ci", "bootstrap_ranks", "bootstrap_ratio_ci",

@@ -149,8 +149,9 @@ def ci_table(df: pd.DataFrame, value: str | None = None, *, num: str | None = No
                           fix="check the column names")
     rows = []
     for key, g in df.groupby(by, sort=True, dropna=False):
-        kw = dict(level=level, n_boot=n_boot, seed=seed, strata=None if strata is None else g[strata].to_numpy(),
-                  clusters=None if clusters is None else g[clusters].to_numpy())
+        kw: dict[str, Any] = {"level": level, "n_boot": n_boot, "seed": seed,
+                              "strata": None if strata is None else g[strata].to_numpy(),
+                              "clusters": None if clusters is None else g[clusters].to_numpy()}
         ci = (bootstrap_ci(g[value].to_numpy(), **kw) if value is not None
               else bootstrap_ratio_ci(g[num].to_numpy(), g[den].to_numpy(), **kw))
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), **ci.to_dict()})

@@ -7,4 +7,14 @@ from .config import DataConfig, ModelConfig, ProtocolConfig, RunSpec
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "DataConfig", "DataError", "ModelConfig", "ProtocolConfig", "RunSpec", "SegarenaError",
-           "__version__"]
+           "TrainedModel", "__version__", "load_trained"]
+
+_LAZY = {"load_trained": "inference", "TrainedModel": "inference"}  # imported on first use: they pull in torch
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'segarena' has no attribute {name!r}")

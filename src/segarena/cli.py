@@ -104,13 +104,26 @@ def cmd_models_info(a: argparse.Namespace) -> int:
 
 # ---- run / compare / report -------------------------------------------------------------------------------
 def _base_spec(a: argparse.Namespace):
-    from .config import RunSpec, apply_overrides, load_yaml, spec_from_dict
+    from .config import RunSpec, apply_overrides
     from .configs import load_protocol
 
-    spec = spec_from_dict(load_yaml(a.config) or {}) if getattr(a, "config", None) else RunSpec()
+    spec = _spec_file(a.config) if getattr(a, "config", None) else RunSpec()
     if a.preset:
         spec = dataclasses.replace(spec, protocol=load_protocol(a.preset))
     return apply_overrides(spec, a.set or [])
+
+
+def _spec_file(path: str):
+    from .config import load_yaml, spec_from_dict
+
+    raw = load_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with data/model/protocol sections, got a "
+                          f"{type(raw).__name__}", fix="write e.g. `protocol: {epochs: 10}` at the top level")
+    try:
+        return spec_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", fix=exc.fix) from None
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -211,6 +224,31 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return cmd_compare(ns)
 
 
+# ---- predict / export -------------------------------------------------------------------------------------
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .inference import predict
+
+    res = predict(a.run_dir, a.input, a.output, batch_size=a.batch_size, device=a.device,
+                  probabilities=a.probabilities or False, overlays=a.overlays, progress=sys.stderr.isatty())
+    for _, reason in res.skipped:
+        print(f"segarena: skipped {reason}", file=sys.stderr)
+    print(f"wrote {len(res.label_maps)} label map(s) to {a.output}" + (f"; skipped {len(res.skipped)} unreadable "
+          f"input(s)" if res.skipped else ""))
+    return 1 if res.skipped else 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_bundle
+
+    path = export_bundle(a.run_dir, a.out, onnx=a.onnx, opset=a.opset)
+    info = json.loads(path.read_text())
+    print(f"bundle: {path.parent} (model.safetensors sha256 {info['weights']['sha256'][:12]}…)")
+    if "onnx" in info:
+        print(f"onnx: {path.parent / 'model.onnx'} (opset {a.opset}, max |onnxruntime - pytorch| = "
+              f"{info['onnx']['max_abs_diff_vs_pytorch']:.2e})")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------------
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="protocol preset (paper, cpu-demo, smoke) or YAML file of protocol fields")
@@ -302,6 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_study_status)
 
+    p = sub.add_parser("predict", help="label maps for new images with a trained run or an exported bundle")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="results/runs/<run_name> or a bundle folder")
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, help="folder for <stem>.png label maps (uint8 class indices)")
+    p.add_argument("--probabilities", nargs="?", const="png", choices=["png", "npy"],
+                   help="also write foreground probabilities: png (uint8 0-255, default) or npy (float16)")
+    p.add_argument("--overlays", action="store_true", help="also write overlays/<stem>.png")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("export", help="a self-describing bundle (safetensors + bundle.json), optionally ONNX")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run: results/runs/<run_name>")
+    p.add_argument("--out", required=True, help="new or empty folder for the bundle")
+    p.add_argument("--onnx", action="store_true", help="also model.onnx, checked against PyTorch (segarena[onnx])")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(fn=cmd_export)
+
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)
     p.set_defaults(fn=cmd_demo, results="results/demo")
@@ -312,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", None):
+            from .inference import resolve_device
+
+            resolve_device(args.device)
         return int(args.fn(args) or 0)
     except SegarenaError as exc:
         print(f"segarena: error: {exc}", file=sys.stderr)

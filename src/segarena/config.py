@@ -241,9 +241,15 @@ def load_yaml(path: str | Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist", fix="check the path") from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise ConfigError(f"config file {path} is not a YAML text file", fix="pass a .yaml file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}",
+                          fix="check the indentation, colons and brackets there") from None
 
 
 def dump_yaml(cfg: Any) -> str:

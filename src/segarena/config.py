@@ -70,6 +70,8 @@ class ProtocolConfig:
     #: cap on optimizer steps per epoch (``None``: full epoch) — for CPU-sized protocols
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None
+    #: normalized surface Dice tolerance, in mm where the dataset gives a pixel spacing, else in pixels
+    nsd_tau: float = 2.0
     #: ``False`` for model-selection runs (the learning-rate search): no test evaluation at all
     evaluate_test: bool = True
 

@@ -42,6 +42,14 @@ def test_end_to_end_run_and_report(real_data_root, tmp_path):
     assert s["metrics"]["mdsc"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert 0.0 <= s["metrics"]["mdsc"] <= 1.0
     assert len(list((d / "gallery").glob("*.png"))) == 6
+    # boundary metrics on every record (pixels: Kvasir has no pixel size), efficiency in the summary
+    assert rec[["hd", "hd95", "assd", "nsd"]].notna().all().all() and (rec["spacing_unit"] == "px").all()
+    assert (rec["hd95"] <= rec["hd"] + 1e-9).all() and rec["nsd"].between(0, 1).all()
+    assert s["metrics"]["hd95_mean"] == pytest.approx(rec["hd95"].mean())
+    eff = s["efficiency"]
+    assert eff["params"] == s["params"] and eff["flops"] > 0 and eff["macs"] == eff["flops"] // 2
+    assert eff["latency_ms"] > 0 and eff["device"]
+    assert s["seconds_per_epoch"] > 0 and s["train_peak_memory_mb"] > 0
 
     again = run(spec, tmp_path)  # a finished run id does nothing
     assert again.skipped and (d / "summary.json").read_text() == json.dumps(s, indent=2, sort_keys=True) + "\n"

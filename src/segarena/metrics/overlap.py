@@ -100,9 +100,20 @@ def iou_case_mean(df: pd.DataFrame) -> float:
     return float(df.groupby("case_id")["iou"].mean().mean())
 
 
+def _mean_of(column: str) -> Callable[[pd.DataFrame], float]:
+    def f(df: pd.DataFrame) -> float:
+        return float(df[column].mean()) if column in df else float("nan")
+
+    f.__name__ = f"{column}_mean"
+    return f
+
+
 REDUCTIONS: dict[str, Callable[[pd.DataFrame], float]] = {
     "mdsc": mdsc, "miou": miou, "precision": precision, "recall": recall,
     "dice_case_mean": dice_case_mean, "iou_case_mean": iou_case_mean,
+    # boundary metrics: mean over (case, class) records; empty masks enter with the penalty of the policy in
+    # segarena.metrics.distance (the image diagonal for HD/ASSD, 0 for NSD), never dropped
+    "hd95_mean": _mean_of("hd95"), "assd_mean": _mean_of("assd"), "nsd_mean": _mean_of("nsd"),
 }
 
 #: plain-language description of each reduction (shown in reports)
@@ -113,6 +124,9 @@ DESCRIPTIONS = {
     "recall": "pooled foreground recall",
     "dice_case_mean": "mean over cases of the per-case Dice (empty-mask policy applies)",
     "iou_case_mean": "mean over cases of the per-case IoU",
+    "hd95_mean": "mean 95th-percentile Hausdorff distance (mm where the pixel size is known, else pixels)",
+    "assd_mean": "mean average symmetric surface distance (mm or pixels)",
+    "nsd_mean": "mean normalized surface Dice at tolerance tau",
 }
 
 

@@ -28,6 +28,7 @@ from ..config import RunSpec
 from ..data.augment import AUGMENTATIONS, augment, normalize
 from ..data.prepare import PreparedDataset, prepare
 from ..data.splits import load_or_create, rotation
+from ..metrics.distance import case_surface_metrics
 from ..metrics.overlap import case_records, confusion, per_class, reduce
 from ..models import count_params, create_model
 from ..runner.store import ResultsDir, RunStore
@@ -192,9 +193,17 @@ def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, 
                 h, w = ref.shape
             counts = confusion(pred, ref, k)
             spacing = data.meta(case).get("spacing_mm")
-            records += case_records(data.ids[case], counts, labels,
-                                    {**extra, "height": h, "width": w,
-                                     "spacing_mm": float(spacing[0]) if spacing else float("nan")})
+            if spacing and spec.protocol.eval_resolution == "network":  # pixels were resized: rescale spacing
+                nh, nw = data.native_shape(case)
+                spacing = (spacing[0] * nh / h, spacing[1] * nw / w)
+            recs = case_records(data.ids[case], counts, labels,
+                                {**extra, "height": h, "width": w, "spacing_unit": "mm" if spacing else "px",
+                                 "spacing_y": float(spacing[0]) if spacing else 1.0,
+                                 "spacing_x": float(spacing[1]) if spacing else 1.0})
+            surf = case_surface_metrics(pred, ref, range(1, k), spacing or (1.0, 1.0), spec.protocol.nsd_tau)
+            for r, sm in zip(recs, surf):
+                r.update({key: sm[key] for key in ("hd", "hd95", "assd", "nsd", "nsd_tau")}, surface_empty=sm["empty"])
+            records += recs
     return records, preds
 
 
@@ -312,6 +321,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     else:
         stopped_early = bool(p.patience is not None and bad >= p.patience and len(log) < p.epochs)
     train_seconds = sum(e["seconds"] for e in log)
+    train_peak_mb = _peak_memory_mb(device)
     if not p.evaluate_test:  # model-selection run: validation only, the test split is never touched
         best_val = max(e[p.monitor] for e in log) if p.monitor == "val_mdsc" else min(e[p.monitor] for e in log)
         summary = {"run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name,
@@ -334,19 +344,44 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
                  lambda tmp: np.savez_compressed(tmp, ids=np.array([data.ids[i] for i in split.test]), labels=preds),
                  suffix=".npz")
     _save_gallery(store, data, split.test, preds, df)
+    efficiency = _efficiency(model, p, card.channels, device)
     summary = {
         "run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name, "family": model.card.family,
         "dataset": d.name, "fold": d.fold, "seed": p.seed, "metrics": reduce(df), "per_class": per_class(df),
         "empty_reference_cases": int(df.groupby("case_id")["ref_empty"].all().sum()),
         "best_epoch": best_epoch, "epochs_run": len(log), "stopped_early": stopped_early,
         "train_seconds": train_seconds, "test_seconds": time.time() - t_test, "wall_seconds": time.time() - t_start,
-        "params": count_params(model), "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
+        "params": count_params(model), "efficiency": efficiency, "train_peak_memory_mb": train_peak_mb,
+        "seconds_per_epoch": train_seconds / max(len(log), 1), "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
         "eval_resolution": p.eval_resolution, "amp_used": amp, "device": _device_name(device),
         "versions": {"segarena": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     write_json(store.path("summary.json"), summary)
     store.state_file.unlink(missing_ok=True)
     return summary
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of training: CUDA max allocated, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _efficiency(model, p, in_channels: int, device: torch.device) -> dict[str, Any]:
+    """Parameters, FLOPs/MACs, latency (batch 1) and throughput at the protocol's input size on this device."""
+    from ..metrics.efficiency import measure_efficiency
+
+    try:
+        eff = measure_efficiency(model, p.input_size, in_channels=in_channels, device=device,
+                                 batch_size=p.batch_size, warmup=1, repeats=3 if device.type == "cpu" else 20,
+                                 dtype=torch.bfloat16 if p.amp and device.type == "cuda" else torch.float32,
+                                 name=model.card.name)
+        return eff.to_dict()
+    except Exception as exc:  # noqa: BLE001 - a cost measurement must never lose a finished run's results
+        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
 
 
 def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], preds: np.ndarray, df,

@@ -3,3 +3,4 @@
 Heavy third-party libraries (smp, timm, transformers) are imported inside builders, so listing models is cheap.
 """
 from . import segformer, tiny, unet  # noqa: F401
+from . import segnext, upernet, vwformer  # noqa: F401  (general zoo part 1: SegNeXt, UPerNet, VWFormer)

@@ -1,4 +1,4 @@
-"""Decoder heads shared by several zoo models.
+"""Decoder heads and checkpoint-key helpers shared by several zoo models.
 
 :class:`UPerNetHead` is the Unified Perceptual Parsing decoder (Xiao et al., ECCV 2018, arXiv:1807.10221) as the
 general-purpose segmentation papers use it on top of a four-stage backbone (Swin, ConvNeXt, InternImage,
@@ -17,17 +17,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ConvBNReLU", "UPerNetHead"]
+__all__ = ["ConvBNReLU", "UPerNetHead", "adapt_first_conv", "strip_prefixes"]
 
 
 class ConvBNReLU(nn.Module):
     """Convolution (no bias) -> BatchNorm -> ReLU, the block MMSegmentation calls ``ConvModule``."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: int = 1, padding: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
+        pad = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=pad, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")  # as ConvModule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -66,6 +68,8 @@ class UPerNetHead(nn.Module):
         self.fpn_bottleneck = ConvBNReLU(len(in_channels) * channels, channels, 3)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)  # MMSeg's decode-head classifier init
+        nn.init.zeros_(self.conv_seg.bias)
 
     def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [x] + [_resize(m(x), x.shape[-2:]) for m in self.psp_modules]
@@ -85,3 +89,31 @@ class UPerNetHead(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.conv_seg(self.dropout(self.fuse(feats)))
+
+
+# ------------------------------------------------------------------------------------- checkpoint-key helpers
+# Small helpers the converters of the backbone checkpoints (MSCAN, MiT, ConvNeXt, Swin) share.
+def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Remove the first matching wrapper prefix (``module.``, ``backbone.``, ...) from every key that has one."""
+    out = {}
+    for k, v in state.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def adapt_first_conv(state: dict[str, torch.Tensor], key: str, in_channels: int) -> dict[str, torch.Tensor]:
+    """Make an RGB first-conv weight fit ``in_channels`` inputs: sum the filters for 1 channel (a grey image seen
+    as R=G=B gives the same response), tile-and-rescale otherwise (timm's ``adapt_input_conv`` rule)."""
+    w = state.get(key)
+    if w is None or w.shape[1] == in_channels:
+        return state
+    state = dict(state)
+    if in_channels == 1:
+        state[key] = w.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-in_channels // w.shape[1])
+        state[key] = w.repeat(1, reps, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels)
+    return state

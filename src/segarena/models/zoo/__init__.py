@@ -3,4 +3,5 @@
 Heavy third-party libraries (smp, timm, transformers) are imported inside builders, so listing models is cheap.
 """
 from . import segformer, tiny, unet  # noqa: F401
+from . import dinov2, mask2former, sam  # noqa: F401  (foundation models: DINOv2, SAM, Mask2Former)
 from . import segnext, upernet, vwformer  # noqa: F401  (general zoo part 1: SegNeXt, UPerNet, VWFormer)

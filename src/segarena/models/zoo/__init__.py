@@ -5,3 +5,4 @@ Heavy third-party libraries (smp, timm, transformers) are imported inside builde
 from . import segformer, tiny, unet  # noqa: F401
 from . import dinov2, mask2former, sam  # noqa: F401  (foundation models: DINOv2, SAM, Mask2Former)
 from . import segnext, upernet, vwformer  # noqa: F401  (general zoo part 1: SegNeXt, UPerNet, VWFormer)
+from . import nnunet, swin_umamba, unet_variants  # noqa: F401  (medical zoo part 2)

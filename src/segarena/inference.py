@@ -129,9 +129,11 @@ class TrainedModel:
         return foreground_probabilities(self.native_logits([self.to_uint8(image)])[0])
 
     def _autocast(self):
-        notes = getattr(self.model, "card", None)
-        fp32_only = notes is not None and "fp32" in notes.notes.lower()
-        if self.device.type != "cuda" or fp32_only:
+        """Mixed precision on CUDA as in the run's test evaluation: only if its protocol used AMP and the card
+        does not ask for fp32 (SegNeXt)."""
+        card = getattr(self.model, "card", None)
+        fp32_only = card is not None and "fp32" in card.notes.lower()
+        if self.device.type != "cuda" or fp32_only or not self.info.get("amp", True):
             return nullcontext()
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
@@ -190,13 +192,17 @@ def _locate(path: Path) -> tuple[str, Path, dict[str, Any]]:
         m = info["model"]
         flat = {"model": m["name"], "kwargs": m.get("kwargs", {}), "num_outputs": m["num_outputs"],
                 "in_channels": m["in_channels"], "labels": info["labels"], **info["preprocessing"],
-                "loss": info.get("loss"), "weights": info.get("weights", {}), "bundle": info}
+                "loss": info.get("loss"), "weights": info.get("weights", {}), "bundle": info,
+                "amp": info.get("spec", {}).get("protocol", {}).get("amp", True)}
         return "bundle", path, flat
     for kind, folder in (("run", path / "checkpoint"), ("checkpoint", path)):
         if (folder / "model.json").is_file():
             info = read_json(folder / "model.json")
             if kind == "run" and (path / "status.json").is_file():
                 info["status"] = read_json(path / "status.json").get("state")
+            spec = folder.parent / "spec.json"
+            if spec.is_file():  # the run's AMP setting, so CUDA predictions match its test evaluation
+                info["amp"] = (read_json(spec).get("protocol") or {}).get("amp", True)
             return kind, folder, info
     if (path / "segarena-results.json").is_file():
         runs = sorted(p.name for p in (path / "runs").glob("*") if (p / "checkpoint" / "model.json").is_file())

@@ -49,7 +49,7 @@ def train_tiny_run(base: Path) -> Path:
                    model=ModelConfig(name="tiny-fcn"),
                    protocol=ProtocolConfig(input_size=32, epochs=3, batch_size=4, max_steps_per_epoch=4,
                                            augmentation="none", amp=False, lr=0.1, patience=None))
-    return run(spec, base / "results").store.dir
+    return run(spec, base / "results", device="cpu").store.dir  # CPU even where CUDA exists: exact comparisons
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_predict_reproduces_the_runs_test_records(trained, tmp_path):
     (tmp_path / "in").mkdir()
     for cid in test_ids:
         shutil.copy(data / "images" / f"{cid}.png", tmp_path / "in")
-    predict(run_dir, tmp_path / "in", tmp_path / "out", batch_size=4, progress=False)
+    predict(run_dir, tmp_path / "in", tmp_path / "out", batch_size=4, device="cpu", progress=False)
     rec = pd.read_parquet(run_dir / "records.parquet").set_index("case_id")
     for cid in test_ids:
         pred = np.asarray(Image.open(tmp_path / "out" / f"{cid}.png"))
@@ -235,12 +235,12 @@ def test_kvasir_run_predicts_its_test_images(real_data_root, tmp_path):
                    model=ModelConfig(name="tiny-unet"),
                    protocol=ProtocolConfig(input_size=48, epochs=1, batch_size=4, max_steps_per_epoch=3,
                                            augmentation="none", amp=False, lr=1e-3))
-    run_dir = run(spec, tmp_path / "results").store.dir
+    run_dir = run(spec, tmp_path / "results", device="cpu").store.dir
     test_ids = json.loads((run_dir / "split.json").read_text())["test"][:4]
     (tmp_path / "in").mkdir()
     for cid in test_ids:
         shutil.copy(real_data_root / "kvasir-seg" / "images" / f"{cid}.jpg", tmp_path / "in")
-    predict(run_dir, tmp_path / "in", tmp_path / "out", progress=False)
+    predict(run_dir, tmp_path / "in", tmp_path / "out", device="cpu", progress=False)
     rec = pd.read_parquet(run_dir / "records.parquet").set_index("case_id")
     for cid in test_ids:
         pred = np.asarray(Image.open(tmp_path / "out" / f"{cid}.png"))

@@ -17,7 +17,7 @@ from .._io import write_text
 from ..metrics.overlap import DESCRIPTIONS
 from ..runner.store import ResultsDir
 
-LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall")
+LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall", "hd95_mean", "nsd_mean")
 
 
 def load_results(results: str | os.PathLike) -> dict[str, Any]:
@@ -39,8 +39,13 @@ def load_results(results: str | os.PathLike) -> dict[str, Any]:
             failed.append({"run": d.name, "model": spec["model"]["name"], "dataset": spec["data"]["name"],
                            "fold": spec["data"]["fold"], "state": status.get("state", "pending"),
                            "error": status.get("error", "")})
+    chosen = {}
+    for mf in sorted((rd.path / "studies").glob("*.json")) if (rd.path / "studies").is_dir() else []:
+        for pair, lr in json.loads(mf.read_text()).get("chosen_lr", {}).items():
+            model, dataset = pair.split("|")
+            chosen[(model, dataset)] = lr
     return {"runs": pd.DataFrame(rows), "failed": pd.DataFrame(failed), "logs": logs, "root": rd.path,
-            "search": pd.DataFrame(search)}
+            "search": pd.DataFrame(search), "chosen_lr": chosen}
 
 
 def _fmt(mean: float, std: float, scale: float = 100.0) -> str:
@@ -54,6 +59,7 @@ def leaderboard(runs: pd.DataFrame, metrics: tuple[str, ...] = LEADER_METRICS) -
     if runs.empty:
         return pd.DataFrame()
     g = runs.groupby(["dataset", "model", "family"])
+    metrics = tuple(m for m in metrics if m in runs)
     out = g[list(metrics)].agg(["mean", "std"])
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out["folds"] = g.size()
@@ -137,113 +143,47 @@ def _gallery(runs: pd.DataFrame) -> dict[tuple[str, str], list[tuple[str, str]]]
 
 
 def build_report(results: str | os.PathLike, out: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Write ``report.md`` and ``report.html`` (default: ``<results>/report/``); return their paths."""
+    """Write ``report.md``, ``report.html`` and ``report.tex`` (default: ``<results>/report/``)."""
+    from .evidence import Evidence, gather
+    from .render import render_html, render_latex, render_markdown
+
     res = load_results(results)
-    runs, failed = res["runs"], res["failed"]
+    runs = res["runs"]
     out_dir = Path(out) if out else res["root"] / "report"
-    lb = leaderboard(runs)
-    pc = _per_class(runs) if not runs.empty else pd.DataFrame()
-    curves = _curves(runs, res["logs"]) if not runs.empty else {}
-    gallery = _gallery(runs) if not runs.empty else {}
-    md = _markdown(lb, pc, failed, res["search"])
-    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    write_text(paths["markdown"], md)
-    write_text(paths["html"], _html(lb, pc, failed, curves, gallery, res["search"]))
+    ctx = {
+        "lb": leaderboard(runs), "pc": _per_class(runs) if not runs.empty else pd.DataFrame(),
+        "curves": _curves(runs, res["logs"]) if not runs.empty else {},
+        "gallery": _gallery(runs) if not runs.empty else {}, "failed": res["failed"], "search": res["search"],
+        "chosen_lr": res["chosen_lr"],
+        "evidence": gather(runs, res["root"]) if not runs.empty else Evidence(cases=pd.DataFrame()),
+        "protocols": _protocols(runs), "environment": _environment(runs), "commands": _commands(res["root"]),
+    }
+    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "latex": out_dir / "report.tex"}
+    write_text(paths["markdown"], render_markdown(ctx))
+    write_text(paths["html"], render_html(ctx))
+    write_text(paths["latex"], render_latex(ctx))
     return paths
 
 
-def _lb_rows(lb: pd.DataFrame) -> list[list[str]]:
-    return [[r["dataset"], r["model"], r["family"], _fmt(r["mdsc_mean"], r["mdsc_std"]),
-             _fmt(r["dice_case_mean_mean"], r["dice_case_mean_std"]), _fmt(r["miou_mean"], r["miou_std"]),
-             _fmt(r["precision_mean"], r["precision_std"]), _fmt(r["recall_mean"], r["recall_std"]),
-             str(int(r["folds"])), f"{r['params_m']:.1f}", f"{r['train_min']:.1f}"] for _, r in lb.iterrows()]
+def _protocols(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for d in runs.get("dir", []):
+        spec = json.loads((Path(d) / "spec.json").read_text())
+        key = json.dumps(spec["protocol"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(spec["protocol"])
+    return out
 
 
-LB_HEAD = ["dataset", "model", "family", "mDSC %", "case Dice %", "mIoU %", "precision %", "recall %", "folds",
-           "params (M)", "train (min)"]
+def _environment(runs: pd.DataFrame) -> dict[str, Any]:
+    env: dict[str, Any] = {"devices": sorted(set(runs["device"])) if "device" in runs else [],
+                           "seeds": sorted(set(int(s) for s in runs["seed"])) if "seed" in runs else []}
+    for d in list(runs.get("dir", []))[:1]:
+        env["versions"] = json.loads((Path(d) / "summary.json").read_text()).get("versions", {})
+    return env
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] +
-                     ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _search_rows(search: pd.DataFrame) -> list[list[str]]:
-    if search.empty:
-        return []
-    rows = []
-    for (ds, m), g in search.sort_values(["dataset", "model", "lr"]).groupby(["dataset", "model"]):
-        best = g.loc[g["val_mdsc"].idxmax(), "lr"] if "val_mdsc" in g else None
-        rows.append([ds, m, ", ".join(f"{r.lr:g}: {r.val_mdsc * 100:.1f}" + (" ✓" if r.lr == best else "")
-                                      for r in g.itertuples())])
-    return rows
-
-
-SEARCH_HEAD = ["dataset", "model", "validation mDSC % per learning rate (✓ chosen)"]
-
-
-def _markdown(lb: pd.DataFrame, pc: pd.DataFrame, failed: pd.DataFrame, search: pd.DataFrame) -> str:
-    parts = ["# segarena report", "", "## Leaderboard", "",
-             "Mean ± std over folds. " + "; ".join(f"**{k}**: {v}" for k, v in DESCRIPTIONS.items()
-                                                   if k in ("mdsc", "dice_case_mean")), ""]
-    parts.append(_md_table(LB_HEAD, _lb_rows(lb)) if not lb.empty else "_no complete runs_")
-    if not pc.empty:
-        parts += ["", "## Per-class Dice (pooled per fold, mean ± std)", ""]
-        parts.append(_md_table(["dataset", "class", "model", "Dice %"],
-                               [[r["dataset"], r["class"], r["model"], _fmt(r["mean"], r["std"])]
-                                for _, r in pc.iterrows()]))
-    if not search.empty:
-        parts += ["", "## Learning-rate search (validation data only)", ""]
-        parts.append(_md_table(SEARCH_HEAD, _search_rows(search)))
-    if not failed.empty:
-        parts += ["", "## Runs not complete", ""]
-        parts.append(_md_table(["run", "state", "error"], [[r["run"], r["state"], str(r["error"])]
-                                                           for _, r in failed.iterrows()]))
-    return "\n".join(parts) + "\n"
-
-
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}img{max-width:100%}.gal img{max-height:180px;margin:4px}
-.note{color:#555;font-size:13px}"""
-
-
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
-def _html(lb, pc, failed, curves, gallery, search) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>segarena report</title><style>{CSS}</style>"
-             "</head><body><h1>segarena report</h1><h2>Leaderboard</h2>",
-             "<p class='note'>Mean ± std over folds. <b>mDSC</b>: " + html.escape(DESCRIPTIONS["mdsc"]) +
-             ". <b>case Dice</b>: " + html.escape(DESCRIPTIONS["dice_case_mean"]) + ".</p>",
-             _html_table(LB_HEAD, _lb_rows(lb)) if not lb.empty else "<p>No complete runs.</p>"]
-    if not pc.empty:
-        parts.append("<h2>Per-class Dice</h2>")
-        parts.append(_html_table(["dataset", "class", "model", "Dice %"],
-                                 [[r["dataset"], r["class"], r["model"], _fmt(r["mean"], r["std"])]
-                                  for _, r in pc.iterrows()]))
-    if curves:
-        parts.append("<h2>Training curves</h2>")
-        parts += [f"<img alt='training curves {html.escape(ds)}' src='data:image/png;base64,{b}'>"
-                  for ds, b in curves.items()]
-    if gallery:
-        parts.append("<h2>Best and worst test cases</h2><p class='note'>image | overlay: reference outline green, "
-                     "prediction red. Name: rank, case id and its Dice.</p>")
-        for (ds, model), imgs in gallery.items():
-            parts.append(f"<h3>{html.escape(model)} on {html.escape(ds)}</h3><div class='gal'>")
-            parts += [f"<figure style='display:inline-block'><img alt='{html.escape(n)}' "
-                      f"src='data:image/png;base64,{b}'><figcaption class='note'>{html.escape(n)}</figcaption></figure>"
-                      for n, b in imgs]
-            parts.append("</div>")
-    if not search.empty:
-        parts.append("<h2>Learning-rate search (validation data only)</h2>")
-        parts.append(_html_table(SEARCH_HEAD, _search_rows(search)))
-    if not failed.empty:
-        parts.append("<h2>Runs not complete</h2>")
-        parts.append(_html_table(["run", "state", "error"], [[r["run"], r["state"], str(r["error"])]
-                                                              for _, r in failed.iterrows()]))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def _commands(root: Path) -> list[str]:
+    p = root / "commands.log"
+    return p.read_text().splitlines()[-20:] if p.is_file() else []

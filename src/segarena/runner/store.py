@@ -40,6 +40,14 @@ class ResultsDir:
             write_json(marker, {"format": "segarena-results", "version": 1})
         (self.path / "runs").mkdir(parents=True, exist_ok=True)
 
+    def log_command(self, argv: list[str]) -> None:
+        """Append the command line to ``commands.log`` (the report prints the commands behind its numbers)."""
+        import shlex
+
+        line = time.strftime("%Y-%m-%d %H:%M:%S") + "  segarena " + " ".join(shlex.quote(a) for a in argv)
+        with open(self.path / "commands.log", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
     def run(self, spec: RunSpec) -> RunStore:
         return RunStore(self.path / "runs" / spec.run_name, spec)
 

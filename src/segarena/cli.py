@@ -214,6 +214,59 @@ def cmd_study_status(a: argparse.Namespace) -> int:
     return 0
 
 
+#: candidates of `segarena select` when --models is not given: strong members of both families
+SELECT_DEFAULT = ("unet", "nnunet-plain", "swin-umamba", "segformer-b2", "upernet-convnext-t", "vw-mit")
+
+
+def cmd_select(a: argparse.Namespace) -> int:
+    from .config import apply_overrides
+    from .models import MODELS
+    from .runner.select import select
+
+    spec = _base_spec(a)
+    pre = [f"data.name={a.dataset}"]
+    if a.data:
+        pre.append(f"data.options.path={a.data}")
+    spec = apply_overrides(spec, pre + (a.set or []))
+    models = list(_csv(a.models)) if a.models else [m for m in SELECT_DEFAULT if m in MODELS]
+    for m in models:
+        MODELS.get(m)
+    res = select(spec, models, a.results, budget_epochs=a.budget, eta=a.eta, data_root=a.data_root,
+                 device=a.device, progress=True)
+    t = res.test
+    lo, hi = t["mdsc_ci95"]
+    print(f"\nrecommended: {res.winner} — test mDSC {t['mdsc'] * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f}, "
+          f"{t['n_test']} test cases), {t['params'] / 1e6:.1f}M parameters, {t['train_seconds'] / 60:.1f} min "
+          f"training on {t['device']}; {res.epochs_spent} epochs spent in the race")
+    return 0
+
+
+def cmd_crossval(a: argparse.Namespace) -> int:
+    from .runner.crossdata import cross_evaluate, generalization_gaps, matrix, ood_ranking, write_cross_summary
+
+    records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True)
+    if records.empty:
+        raise SegarenaError(f"{a.results_dir}: no complete run has a label-compatible partner dataset",
+                            fix="train on a dataset with a harmonized group (polyp, skin lesion, breast lesion, ...)")
+    write_cross_summary(a.results_dir, records)
+    mat, gaps = matrix(records), generalization_gaps(records)
+    if a.json:
+        _print_json({"matrix": mat.to_dict("records"), "gaps": gaps.to_dict("records"),
+                     "ranking": ood_ranking(gaps).to_dict("records")})
+        return 0
+    for model, g in mat.groupby("model"):
+        print(f"\n{model}: mDSC % (rows: trained on, columns: tested on)")
+        print(g.pivot(index="train", columns="test", values="mdsc").mul(100).round(1).to_string())
+    if not gaps.empty:
+        print("\ngeneralization gap (in-domain - out-of-domain, mDSC points, 95% bootstrap CI):")
+        for r in gaps.itertuples():
+            print(f"  {r.model:<24} {r.train} -> {r.test}: {r.gap * 100:+.1f} "
+                  f"[{r.gap_ci_low * 100:+.1f}, {r.gap_ci_high * 100:+.1f}]")
+        print("\nranking by out-of-domain mDSC (in-domain rank beside):")
+        print(ood_ranking(gaps).to_string(index=False))
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
     ns = argparse.Namespace(models="unet,segformer-b0", datasets="kvasir-seg", folds="0", seeds="0",
@@ -222,6 +275,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print("segarena demo: U-Net (medical) vs SegFormer-B0 (general-purpose) on Kvasir-SEG, fold 0 of 5, "
           "CPU-sized protocol (configs/protocols/cpu-demo.yaml)\n")
     return cmd_compare(ns)
+
+
+def cmd_explain(a: argparse.Namespace) -> int:
+    from .xai import explain, summarize
+
+    df = explain(a.run_dir, cases=a.cases, method=a.method, out=a.out, data_root=a.data_root, device=a.device)
+    for r in summarize(df).to_dict("records"):
+        print(f"{r['model']} {r['method']} {r['class_name']}: {r['cases']} cases, energy share "
+              f"{r['energy_share']:.3f} [{r['energy_share_ci_low']:.3f}, {r['energy_share_ci_high']:.3f}], "
+              f"deletion AUC {r['deletion_auc']:.3f} (random order {r['deletion_auc_random']:.3f})")
+    print(f"measures and galleries: {a.out or os.path.join(a.run_dir, 'xai')}")
+    return 0
 
 
 # ---- predict / export -------------------------------------------------------------------------------------
@@ -340,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_study_status)
 
+    p = sub.add_parser("explain", help="Grad-CAMs + energy share and deletion AUC for test cases of a run")
+    p.add_argument("run_dir", help="a finished run: results/runs/<run_name>")
+    p.add_argument("--cases", default="worst:50", help="worst:N, best:N, all, or comma-separated case ids")
+    p.add_argument("--method", default="gradcam", help="gradcam, gradcam++ or hirescam")
+    p.add_argument("--out", help="output folder (default RUN_DIR/xai)")
+    p.add_argument("--data-root", help="folder holding the datasets, if not where the run found them")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.set_defaults(fn=cmd_explain)
+
     p = sub.add_parser("predict", help="label maps for new images with a trained run or an exported bundle")
     p.add_argument("run_dir", metavar="RUN_DIR", help="results/runs/<run_name> or a bundle folder")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
@@ -358,16 +432,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(fn=cmd_export)
 
+    p = sub.add_parser("select", help="recommend a model for your data: a budgeted successive-halving race")
+    p.add_argument("--data", help="folder with images/ and masks/ (the `folder` dataset)")
+    p.add_argument("--dataset", default="folder", help="dataset name (default: folder, with --data)")
+    p.add_argument("--models", help=f"comma-separated candidates (default: {', '.join(SELECT_DEFAULT)})")
+    p.add_argument("--budget", type=int, default=60, help="total training epochs over all candidates")
+    p.add_argument("--eta", type=int, default=2, help="keep the best 1/eta at each rung")
+    p.add_argument("--config", help="YAML file of a RunSpec used as the base")
+    _add_run_args(p)
+    p.set_defaults(fn=cmd_select)
+
+    p = sub.add_parser("crossval", help="evaluate every trained run on the label-compatible datasets (OOD)")
+    p.add_argument("results_dir")
+    p.add_argument("--data-root", help="folder holding the partner datasets")
+    p.add_argument("--limit", type=int, help="use only the first N cases of each partner dataset")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_crossval)
+
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)
     p.set_defaults(fn=cmd_demo, results="results/demo")
     return ap
 
 
+#: commands whose results folder records the command line
+_LOGGED = {"run", "compare", "study", "select", "crossval", "demo"}
+
+
+def _log_command(args: argparse.Namespace, argv: list[str]) -> None:
+    results = getattr(args, "results", None) or getattr(args, "results_dir", None)
+    if args.command in _LOGGED and results and (args.command != "study" or args.sub == "run"):
+        from .runner.store import ResultsDir
+
+        ResultsDir(results).log_command(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        _log_command(args, argv)
         if getattr(args, "device", None):
             from .inference import resolve_device
 

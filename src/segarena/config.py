@@ -40,7 +40,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "unet"
-    pretrained: bool = False
+    #: ``True``: the card's official weights (downloaded and cached); a path: a local official checkpoint
+    pretrained: bool | str = False
     #: extra keyword arguments of the model builder
     kwargs: dict[str, Any] = field(default_factory=dict)
 

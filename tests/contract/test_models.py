@@ -13,8 +13,23 @@ from segarena.models import MODELS, create_model, list_models
 SLOW = {n for n, e in MODELS.items() if (e.card.params_paper_m or 0) > 55 or e.card.fixed_size}
 
 
+def _extra_missing(name: str) -> str | None:
+    """The optional extra a model needs, if its package is not installed (the model then cannot run here)."""
+    import importlib.util
+
+    extra = MODELS.get(name).card.extra
+    module = {"transformers": "transformers", "xai": "pytorch_grad_cam"}.get(extra or "", extra)
+    return extra if extra and importlib.util.find_spec(module) is None else None
+
+
 def _params() -> list:
-    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in list_models()]
+    out = []
+    for n in list_models():
+        marks = [pytest.mark.slow] if n in SLOW else []
+        if _extra_missing(n):
+            marks.append(pytest.mark.skip(reason=f"needs segarena[{_extra_missing(n)}]"))
+        out.append(pytest.param(n, marks=marks))
+    return out
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -50,6 +65,8 @@ def test_forward_backward(name, num_classes):
 
 @pytest.mark.parametrize("name", [n for n in list_models() if 1 in MODELS.get(n).card.in_channels])
 def test_single_channel_input(name):
+    if _extra_missing(name):
+        pytest.skip(f"needs segarena[{_extra_missing(name)}]")
     if name in SLOW:
         pytest.skip("covered by the 3-channel test; too slow to repeat")
     model = create_model(name, 2, in_channels=1).eval()

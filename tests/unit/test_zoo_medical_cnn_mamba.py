@@ -179,6 +179,8 @@ def test_plan_2d_rejects_bad_input():
         nnunet.plan_2d((512, 512), preset="resenc-xxl")
     with pytest.raises(SegarenaError, match="2D"):
         nnunet.plan_2d((512, 512, 40), (1.0, 1.0, 3.0))
+    with pytest.raises(SegarenaError, match="too small"):
+        nnunet.plan_2d((6, 6))
 
 
 @pytest.mark.parametrize("preset", ["plain", "resenc-m"])

@@ -146,6 +146,9 @@ def plan_2d(median_image_size: Size2 | tuple[int, ...], spacing: tuple[float, ..
     scale = (2048 ** 2 / math.prod(inv)) ** 0.5
     initial = [min(round(i * scale), m) for i, m in zip(inv, median)]
     strides, kernels, patch, divisor = _pool_and_conv_props(spacing, initial)
+    if len(strides) < 2:
+        raise ConfigError(f"image size {tuple(median)} is too small to plan a U-Net (nothing can be pooled)",
+                          fix=f"use images of at least {2 * _MIN_EDGE}x{2 * _MIN_EDGE} pixels")
 
     def arch(strides: tuple) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         n = len(strides)

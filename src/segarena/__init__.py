@@ -1,15 +1,36 @@
-"""segarena: which segmentation architecture should we use for our 2D medical images? — answered with evidence."""
+"""segarena: which segmentation architecture should we use for our 2D medical images? — answered with evidence.
+
+The public API is small; heavy parts are imported on first use::
+
+    from segarena import RunSpec, DataConfig, ModelConfig, ProtocolConfig, run, create_model, build_report
+"""
 from __future__ import annotations
 
-from ._errors import ConfigError, DataError, SegarenaError
+from typing import TYPE_CHECKING
+
+from ._errors import ConfigError, DataError, RunFailed, SegarenaError
 from .config import DataConfig, ModelConfig, ProtocolConfig, RunSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DataConfig", "DataError", "ModelConfig", "ProtocolConfig", "RunSpec", "SegarenaError",
-           "TrainedModel", "__version__", "load_trained"]
+__all__ = ["ConfigError", "DataConfig", "DataError", "ModelConfig", "ProtocolConfig", "RunFailed", "RunSpec",
+           "SegarenaError", "TrainedModel", "__version__", "build_report", "create_model", "evaluate_folders",
+           "list_models", "load_study", "load_trained", "run", "run_study", "select"]
 
-_LAZY = {"load_trained": "inference", "TrainedModel": "inference"}  # imported on first use: they pull in torch
+#: name -> module, imported on first use (they pull in torch and the model zoo)
+_LAZY = {"load_trained": "inference", "TrainedModel": "inference", "run": "protocol", "create_model": "models",
+         "list_models": "models", "build_report": "report", "load_study": "runner.study",
+         "run_study": "runner.study_runner", "select": "runner.select", "evaluate_folders": "evaluate"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .evaluate import evaluate_folders
+    from .inference import TrainedModel, load_trained
+    from .models import create_model, list_models
+    from .protocol import run
+    from .report import build_report
+    from .runner.select import select
+    from .runner.study import load_study
+    from .runner.study_runner import run_study
 
 
 def __getattr__(name: str):

@@ -267,6 +267,38 @@ def cmd_crossval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folders
+
+    spacing = None
+    if a.spacing:
+        try:
+            parts = [float(v) for v in a.spacing.split(",")]
+            spacing = (parts[0], parts[-1])
+        except ValueError:
+            raise ConfigError(f"--spacing {a.spacing!r}: expected SY,SX in mm, e.g. 0.5,0.5") from None
+    mapping = None
+    if a.mask_values:
+        try:
+            mapping = {int(k): int(v) for k, v in (kv.split(":") for kv in a.mask_values.split(","))}
+        except ValueError:
+            raise ConfigError(f"--mask-values {a.mask_values!r}: expected RAW:CLASS pairs, e.g. 0:0,255:1") from None
+    df, summary = evaluate_folders(a.pred, a.ref, labels=list(_csv(a.labels)) if a.labels else None,
+                                   spacing=spacing, tau=a.tau, mask_values=mapping)
+    if a.out:
+        from ._io import atomic_write
+
+        atomic_write(a.out, lambda tmp: df.to_parquet(tmp, index=False) if str(a.out).endswith(".parquet")
+                     else df.to_csv(tmp, index=False))
+    if a.json:
+        _print_json({"summary": summary, "cases": df.to_dict("records")})
+    else:
+        print(f"{summary['cases']} cases, classes {', '.join(summary['labels'][1:])}")
+        for k, v in summary["metrics"].items():
+            print(f"  {k:<16}{v:.4f}")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
     ns = argparse.Namespace(models="unet,segformer-b0", datasets="kvasir-seg", folds="0", seeds="0",
@@ -450,6 +482,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_crossval)
 
+    p = sub.add_parser("evaluate", help="score mask files from any tool against references (overlap + boundary)")
+    p.add_argument("--pred", required=True, help="folder of predicted masks (matched to references by stem)")
+    p.add_argument("--ref", required=True, help="folder of reference masks")
+    p.add_argument("--labels", help="class names, background first, e.g. background,polyp")
+    p.add_argument("--spacing", help="pixel size SY,SX in mm for boundary metrics (default: pixels)")
+    p.add_argument("--tau", type=float, default=2.0, help="NSD tolerance (mm with --spacing, else pixels)")
+    p.add_argument("--mask-values", help="raw value -> class, e.g. 0:0,255:1")
+    p.add_argument("--out", help="write per-case records to this .parquet or .csv file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_evaluate)
+
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)
     p.set_defaults(fn=cmd_demo, results="results/demo")
@@ -473,12 +516,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        _log_command(args, argv)
         if getattr(args, "device", None):
             from .inference import resolve_device
 
             resolve_device(args.device)
-        return int(args.fn(args) or 0)
+        rc = int(args.fn(args) or 0)
+        if rc in (0, 1):  # the command ran (1: some runs failed): record what produced these results
+            _log_command(args, argv)
+        return rc
     except SegarenaError as exc:
         print(f"segarena: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -108,3 +108,20 @@ def test_grid_fails_soft(real_data_root, tmp_path):
     lb = leaderboard(res["runs"])
     assert list(lb["model"]) == ["tiny-unet"]
     assert "Runs not complete" in build_report(tmp_path)["html"].read_text()
+
+
+def test_nan_loss_stops_the_run_with_a_recorded_reason(real_data_root, tmp_path, monkeypatch):
+    import torch
+
+    from segarena import RunFailed
+    from segarena.protocol import losses
+
+    real = losses.LOSSES.get("bce")
+    monkeypatch.setitem(losses.LOSSES._entries, "bce", losses.LossSpec(
+        "bce", True, lambda lg, t: real.fn(lg, t) * torch.tensor(float("nan"))))
+    with pytest.raises(RunFailed, match="non-finite training loss"):
+        run(_spec(real_data_root), tmp_path)
+    d = next((tmp_path / "runs").iterdir())
+    status = json.loads((d / "status.json").read_text())
+    assert status["state"] == "failed" and "non-finite training loss" in status["error"]
+    assert not (d / "summary.json").exists() and not (d / "checkpoint" / "model.safetensors").exists()

@@ -31,12 +31,12 @@ class ResultsDir:
         if self.path.exists() and not self.path.is_dir():
             raise SegarenaError(f"{self.path} is a file, not a results folder", fix="choose a folder for results")
         if not marker.is_file():
+            if not create:
+                raise SegarenaError(f"{self.path} is not a segarena results folder (no {MARKER})",
+                                    fix="pass the folder given as --results to `segarena run/compare/study run`")
             if self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
                 raise SegarenaError(f"{self.path} is not a segarena results folder (no {MARKER}) and is not empty",
                                     fix="choose an empty or new folder so nothing of yours gets overwritten")
-            if not create:
-                raise SegarenaError(f"{self.path} is not a segarena results folder",
-                                    fix="pass the folder given as --results to `segarena run/compare`")
             write_json(marker, {"format": "segarena-results", "version": 1})
         (self.path / "runs").mkdir(parents=True, exist_ok=True)
 

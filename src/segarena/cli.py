@@ -162,6 +162,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     failed = [r for r in rows if r.state == "failed"]
     print()
     print(leaderboard_text(load_results(a.results)["runs"]))
+    _log_command(a, a.argv)
     paths = build_report(a.results)
     print(f"\nreport: {paths['html']}")
     if failed:
@@ -191,6 +192,7 @@ def cmd_study_run(a: argparse.Namespace) -> int:
     if out.chosen_lr:
         print("\nlearning rates chosen on validation: " +
               ", ".join(f"{k.replace('|', ' on ')}: {v:g}" for k, v in sorted(out.chosen_lr.items())))
+    _log_command(a, a.argv)
     print(f"\nreport: {build_report(a.results)['html']}")
     if out.failed:
         print(f"{len(out.failed)} run(s) failed after retries; `segarena study status {a.results}` lists them",
@@ -301,7 +303,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
-    ns = argparse.Namespace(models="unet,segformer-b0", datasets="kvasir-seg", folds="0", seeds="0",
+    ns = argparse.Namespace(command="demo", argv=a.argv, models="unet,segformer-b0", datasets="kvasir-seg",
+                            folds="0", seeds="0",
                             preset="cpu-demo", config=None, set=list(a.set or []), results=a.results,
                             data_root=a.data_root, device=a.device)
     print("segarena demo: U-Net (medical) vs SegFormer-B0 (general-purpose) on Kvasir-SEG, fold 0 of 5, "
@@ -501,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: commands whose results folder records the command line
 _LOGGED = {"run", "compare", "study", "select", "crossval", "demo"}
+#: these build a report at their end, so they log themselves just before it (the report shows the command)
+_SELF_LOGGING = {"compare", "study", "demo"}
 
 
 def _log_command(args: argparse.Namespace, argv: list[str]) -> None:
@@ -515,13 +520,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         if getattr(args, "device", None):
             from .inference import resolve_device
 
             resolve_device(args.device)
         rc = int(args.fn(args) or 0)
-        if rc in (0, 1):  # the command ran (1: some runs failed): record what produced these results
+        if rc in (0, 1) and args.command not in _SELF_LOGGING:  # the command ran: record what produced results
             _log_command(args, argv)
         return rc
     except SegarenaError as exc:

@@ -85,7 +85,9 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, what: str,
                  f"shape mismatch: {fmt(shape)}" if shape else ""]
         raise SegarenaError(f"checkpoint does not match {what}: " + "; ".join(p for p in parts if p),
                             fix="use the official checkpoint of this exact variant")
-    module.load_state_dict(state, strict=True)
+    # nn.Module's own loader: some libraries override load_state_dict without a ``strict`` argument (smp's MiT
+    # encoder drops classifier keys there); the key sets were compared above, so the strict base method is right
+    nn.Module.load_state_dict(module, state, strict=True)
 
 
 def load_pretrained(net: nn.Module, weights: Weights, converter: Converter | None = None,

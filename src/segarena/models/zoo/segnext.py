@@ -218,7 +218,14 @@ class NMF2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         flat = x.reshape(b, c, h * w)
-        bases = F.normalize(torch.rand(b, c, self.rank, device=x.device, dtype=x.dtype), dim=1)
+        if self.training:
+            bases = torch.rand(b, c, self.rank, device=x.device, dtype=x.dtype)
+        else:
+            # evaluation draws the same bases every call (a fixed CPU generator): the official code draws fresh
+            # ones, which makes two predictions of one image differ; a benchmark's test numbers must not
+            g = torch.Generator().manual_seed(0)
+            bases = torch.rand(b, c, self.rank, generator=g).to(x.device, x.dtype)
+        bases = F.normalize(bases, dim=1)
         if self.grad == "one_step":
             with torch.no_grad():
                 bases, coef = self._iterate(flat, bases)

@@ -47,12 +47,30 @@ def cmd_datasets_prepare(a: argparse.Namespace) -> int:
     if a.path:
         opts["path"] = a.path
     data = prepare(a.name, a.size, a.data_root, opts, progress=True)
-    rec = load_or_create(a.name, data.ids, data.groups, data.index["sha256"], data.index["phash"], a.folds, a.seed)
+    rec = load_or_create(a.name, data.ids, data.groups, data.index["sha256"], data.index["phash"], a.folds, a.seed,
+                         duplicates=a.duplicates, split=a.split, meta=data.index["meta"])
     dups = rec["duplicates"]
     print(f"prepared {a.name}: {len(data)} cases at {a.size}x{a.size} in {data.folder}")
     print(f"split: {a.folds} folds of {rec['fold_sizes']} cases; {len(dups)} duplicate cluster(s) kept within one "
           f"fold ({sum(1 for d in dups if d['kind'] == 'exact')} exact, "
-          f"{sum(1 for d in dups if d['kind'] == 'near')} near)")
+          f"{sum(1 for d in dups if d['kind'] == 'near')} near)"
+          + (f"; {len(rec['removed'])} duplicate(s) removed" if rec.get("removed") else ""))
+    return 0
+
+
+def cmd_datasets_download(a: argparse.Namespace) -> int:
+    from .data import DATASETS, data_root
+    from .data.download import download_dataset
+
+    card = DATASETS.get(a.name).card
+    if card.download is None:
+        where = card.how_to_get or f"get it from {card.url}"
+        print(f"{card.title} cannot be downloaded automatically (registration or several archives): {where}. "
+              f"Put it at {data_root(a.data_root) / (card.folder or a.name)}.")
+        return 1
+    folder = download_dataset(card, data_root(a.data_root))
+    print(f"{card.title}: downloaded, checked and unpacked into {folder}\nlicense: {card.license}\n"
+          f"cite: {card.citation}")
     return 0
 
 
@@ -378,7 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", "--raw", dest="data_root")
     p.add_argument("--path", help="folder of a user dataset (folder / nnunet)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--duplicates", choices=["group", "remove"], default="group")
+    p.add_argument("--split", choices=["kfold", "official"], default="kfold")
     p.set_defaults(fn=cmd_datasets_prepare)
+    p = ds.add_parser("download", help="fetch a public dataset (checksum, resumable) into the data root")
+    p.add_argument("name")
+    p.add_argument("--data-root", help="where to unpack it (default: $SEGARENA_DATA_ROOT, else the cache)")
+    p.set_defaults(fn=cmd_datasets_download)
     p = ds.add_parser("check", help="report every problem of a raw dataset")
     p.add_argument("name")
     p.add_argument("--root", "--data-root", dest="root")

@@ -33,6 +33,11 @@ class DataConfig:
     split_seed: int = 0
     #: use only the first ``limit`` cases (sorted by id) — for smoke runs and demos
     limit: int | None = None
+    #: exact/near duplicates: ``group`` keeps each cluster in one fold; ``remove`` keeps one image per cluster
+    #: (the paper's curation); either way they are recorded in the split file
+    duplicates: Literal["group", "remove"] = "group"
+    #: ``kfold``: seeded group-aware folds; ``official``: the dataset's published partition (``meta["fold_<k>"]``)
+    split: Literal["kfold", "official"] = "kfold"
     #: adapter options (e.g. ``{"path": ..., "mask_values": {"255": 1}}`` for the ``folder`` adapter)
     options: dict[str, Any] = field(default_factory=dict)
 

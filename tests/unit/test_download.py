@@ -127,3 +127,26 @@ def test_safe_tar_extracts(tmp_path):
         tf.addfile(info, io.BytesIO(b"hi"))
     safe_extract(ok, tmp_path / "out")
     assert (tmp_path / "out" / "d" / "file.txt").read_text() == "hi"
+
+
+def test_datasets_download_command(tmp_path, monkeypatch, capsys):
+    """`segarena datasets download` through the real path, the archive served from a local file."""
+    import dataclasses
+
+    from segarena.cli import main
+    from segarena.data import DATASETS
+    from segarena.data.card import Download
+
+    monkeypatch.delenv("SEGARENA_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    archive = _kvasir_zip(tmp_path / "kvasir-seg.zip")
+    adapter = DATASETS.get("kvasir-seg")
+    card = dataclasses.replace(adapter.card, download=Download(url=archive.as_uri(), sha256=None,
+                                                               filename="kvasir-seg.zip", archive_root="Kvasir-SEG"))
+    monkeypatch.setitem(DATASETS._entries, "kvasir-seg", dataclasses.replace(adapter, card=card))
+    assert main(["datasets", "download", "kvasir-seg", "--data-root", str(tmp_path / "data")]) == 0
+    assert (tmp_path / "data" / "kvasir-seg" / "images" / "c0.jpg").is_file()
+    # datasets that need registration: where to get them and where to put them
+    assert main(["datasets", "download", "camus", "--data-root", str(tmp_path / "data")]) == 1
+    out = capsys.readouterr().out
+    assert "cannot be downloaded automatically" in out and str(tmp_path / "data") in out

@@ -77,3 +77,26 @@ def test_split_file_written_once_and_reused(tmp_path):
 def test_too_few_groups():
     with pytest.raises(DataError, match="independent groups"):
         assign_folds(["a", "b"], ["g", "g"], [], 3, 0)
+
+
+def test_duplicates_removed_like_the_paper(tmp_path):
+    ids, groups, sha, phash = _case_set(per_group=1)
+    sha[5] = sha[3]  # c005 is a byte copy of c003
+    rec = load_or_create("x", ids, groups, sha, phash, 5, 0, path=tmp_path / "s.json", duplicates="remove")
+    assert rec["removed"] == ["c005"] and rec["folds"]["c005"] == -1
+    assert sum(rec["fold_sizes"]) == len(ids) - 1
+    used = set()
+    for r in range(5):
+        s = rotation(rec["folds"], ids, 5, r)
+        used |= set(s.test)
+    assert 5 not in used and 3 in used  # the kept copy is tested, the removed one never
+
+
+def test_official_folds_from_metadata(tmp_path):
+    ids, groups, sha, phash = _case_set(n=10, per_group=1)
+    meta = [{"fold_5": 1 + i % 5} for i in range(10)]  # published 1-based partition
+    rec = load_or_create("x", ids, groups, sha, phash, 5, 0, path=tmp_path / "o.json", split="official", meta=meta)
+    assert [rec["folds"][c] for c in ids] == [i % 5 for i in range(10)]
+    with pytest.raises(DataError, match="no official 5-fold"):
+        load_or_create("x", ids, groups, sha, phash, 5, 0, path=tmp_path / "p.json", split="official",
+                       meta=[{} for _ in ids])

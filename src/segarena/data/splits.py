@@ -119,19 +119,39 @@ def rotation(fold_of: dict[str, int], ids: list[str], num_folds: int, fold: int)
     tr, va, te = [], [], []
     for i, cid in enumerate(ids):
         f = fold_of[cid]
+        if f < 0:  # removed as a duplicate
+            continue
         (te if f == fold else va if f == val_fold else tr).append(i)
     return Split(train=tr, val=va, test=te)
 
 
-def split_file(dataset: str, ids: list[str], num_folds: int, seed: int) -> Path:
+def split_file(dataset: str, ids: list[str], num_folds: int, seed: int, duplicates: str = "group",
+               split: str = "kfold") -> Path:
     digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:10]
-    return cache_dir() / "splits" / f"{dataset}-{digest}-k{num_folds}-seed{seed}.json"
+    extra = ("" if duplicates == "group" else f"-{duplicates}") + ("" if split == "kfold" else f"-{split}")
+    return cache_dir() / "splits" / f"{dataset}-{digest}-k{num_folds}-seed{seed}{extra}.json"
+
+
+def official_folds(ids: list[str], meta: list[dict[str, Any]], num_folds: int, dataset: str) -> dict[str, int]:
+    """The dataset's published partition, from ``meta["fold_<k>"]`` of every case (values mapped to 0..k-1)."""
+    key = f"fold_{num_folds}"
+    values = [m.get(key) for m in meta]
+    if any(v is None for v in values):
+        missing = sum(v is None for v in values)
+        raise DataError(f"{dataset}: {missing} case(s) have no official {num_folds}-fold assignment ({key})",
+                        fix="use --set data.split=kfold, or the dataset's published number of folds")
+    order = {v: i for i, v in enumerate(sorted(set(values)))}
+    if len(order) != num_folds:
+        raise DataError(f"{dataset}: the official partition has {len(order)} folds, not {num_folds}",
+                        fix=f"use --set data.num_folds={len(order)}")
+    return {cid: order[v] for cid, v in zip(ids, values)}
 
 
 def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list[str], phash: list[str],
-                   num_folds: int, seed: int, path: Path | None = None) -> dict[str, Any]:
+                   num_folds: int, seed: int, path: Path | None = None, *, duplicates: str = "group",
+                   split: str = "kfold", meta: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The split record for these cases: read from its file if it exists, else computed once and written."""
-    path = path or split_file(dataset, ids, num_folds, seed)
+    path = path or split_file(dataset, ids, num_folds, seed, duplicates, split)
     if path.is_file():
         record = json.loads(path.read_text())
         if sorted(record["folds"]) != sorted(ids):
@@ -139,10 +159,21 @@ def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list
                             fix="delete it to have the split recomputed (results from the old split stay valid)")
         return record
     dups = find_duplicates(ids, sha256, phash)
-    fold_of = assign_folds(ids, groups, dups, num_folds, seed)
+    if split == "official":
+        fold_of = official_folds(ids, meta or [{} for _ in ids], num_folds, dataset)
+    else:
+        fold_of = assign_folds(ids, groups, dups, num_folds, seed)
+    removed: list[str] = []
+    if duplicates == "remove":  # keep the first image (by id) of each cluster, as the paper's curation did
+        for cl in dups:
+            for cid in cl["ids"][1:]:
+                fold_of[cid] = -1
+                removed.append(cid)
+    across = [cl["ids"] for cl in dups if len({fold_of[c] for c in cl["ids"] if fold_of[c] >= 0}) > 1]
     record = {
-        "dataset": dataset, "num_folds": num_folds, "seed": seed, "folds": fold_of,
-        "duplicates": dups, "phash_max_distance": PHASH_MAX_DISTANCE,
+        "dataset": dataset, "num_folds": num_folds, "seed": seed, "split": split, "folds": fold_of,
+        "duplicates": dups, "duplicate_policy": duplicates, "removed": removed,
+        "duplicates_across_folds": across, "phash_max_distance": PHASH_MAX_DISTANCE,
         "fold_sizes": [sum(1 for f in fold_of.values() if f == k) for k in range(num_folds)],
         "num_groups": len(set(groups)),
     }

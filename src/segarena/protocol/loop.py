@@ -217,13 +217,15 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     data = prepare(d.name, p.input_size, d.root or data_root, d.options, limit=d.limit, progress=progress)
     card = data.card
     split_rec = load_or_create(d.name, data.ids, data.groups, data.index["sha256"], data.index["phash"],
-                               d.num_folds, d.split_seed)
+                               d.num_folds, d.split_seed, duplicates=d.duplicates, split=d.split,
+                               meta=data.index["meta"])
     split = rotation(split_rec["folds"], data.ids, d.num_folds, d.fold)
     if not split.train or not split.val or not split.test:
         raise SegarenaError(f"fold {d.fold} of {d.name}: empty train, validation or test set",
                             fix="use more cases (data.limit) or fewer folds")
     write_json(store.path("split.json"), {k: [data.ids[i] for i in getattr(split, k)] for k in ("train", "val", "test")}
-               | {"duplicates": split_rec["duplicates"], "num_folds": d.num_folds, "fold": d.fold})
+               | {"duplicates": split_rec["duplicates"], "removed": split_rec.get("removed", []),
+                  "duplicate_policy": d.duplicates, "split": d.split, "num_folds": d.num_folds, "fold": d.fold})
 
     seed_everything(p.seed, p.deterministic)
     num_classes = card.num_classes

@@ -240,5 +240,6 @@ def _curation(ev: Evidence, runs: pd.DataFrame) -> None:
             "exact_duplicate_clusters": sum(1 for d in dups if d["kind"] == "exact"),
             "near_duplicate_clusters": sum(1 for d in dups if d["kind"] == "near"),
             "cases_in_duplicate_clusters": sum(len(d["ids"]) for d in dups),
+            "policy": split.get("duplicate_policy", "group"), "removed": len(split.get("removed", [])),
             "examples": "; ".join(", ".join(d["ids"]) for d in dups[:3]),
         })

@@ -121,12 +121,15 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
                     (["dataset", "model", "validation mDSC % per learning rate (✓ chosen)"],
                      _search_rows(ctx["search"], ctx.get("chosen_lr", {})), "")))
     if ev.curation:
-        out.append(("Data curation", "table", (["dataset", "cases", "folds", "exact dup. clusters",
-                                                "near dup. clusters", "cases in clusters", "examples"],
+        out.append(("Data curation", "table", (["dataset", "cases used", "folds", "exact dup. clusters",
+                                                "near dup. clusters", "cases in clusters", "policy", "removed",
+                                                "examples"],
                     [[c["dataset"], str(c["cases"]), str(c["num_folds"]), str(c["exact_duplicate_clusters"]),
-                      str(c["near_duplicate_clusters"]), str(c["cases_in_duplicate_clusters"]), c["examples"]]
-                     for c in ev.curation], "Duplicates (same bytes, or perceptual hash within 4 bits) are kept "
-                                            "together in one fold, never split across train and test.")))
+                      str(c["near_duplicate_clusters"]), str(c["cases_in_duplicate_clusters"]), c["policy"],
+                      str(c["removed"]), c["examples"]] for c in ev.curation],
+                    "Duplicates: same bytes, or perceptual hash within 4 bits. Policy 'group' keeps each cluster "
+                    "in one fold (never split across train and test); 'remove' keeps one image per cluster, as "
+                    "the paper did.")))
     if ctx["protocols"]:
         out.append(("Protocol", "code", "\n\n".join(json.dumps(p, indent=1, sort_keys=True)
                                                   for p in ctx["protocols"])))

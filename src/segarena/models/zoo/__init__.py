@@ -7,3 +7,4 @@ from . import dinov2, mask2former, sam  # noqa: F401  (foundation models: DINOv2
 from . import segnext, upernet, vwformer  # noqa: F401  (general zoo part 1: SegNeXt, UPerNet, VWFormer)
 from . import nnunet, swin_umamba, unet_variants  # noqa: F401  (medical zoo part 2)
 from . import hiformer, missformer, swinunet, transunet, ukan  # noqa: F401  (medical zoo part 1)
+from . import internimage, transnext  # noqa: F401  (general zoo part 2: InternImage, TransNeXt)

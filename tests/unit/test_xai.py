@@ -7,15 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
-pytest.importorskip("pytorch_grad_cam")
-
-from segarena import SegarenaError  # noqa: E402
-from segarena.models import MODELS, ModelCard, SegModel, create_model, list_models  # noqa: E402
-from segarena.xai import compute_cam, curve_auc, deletion_curve, energy_share, select_cases, summarize  # noqa: E402
-from segarena.xai.cam import to_input_coords, token_grid  # noqa: E402
-from segarena.xai.measures import bootstrap_mean_ci  # noqa: E402
+from segarena import SegarenaError
+from segarena.models import MODELS, ModelCard, SegModel, create_model, list_models
+from segarena.xai import compute_cam, curve_auc, deletion_curve, energy_share, select_cases, summarize
+from segarena.xai.cam import to_input_coords, token_grid
+from segarena.xai.measures import bootstrap_mean_ci
 
 METHODS = ["gradcam", "gradcam++", "hirescam"]
 

@@ -9,5 +9,15 @@ from .cam import METHODS, CamResult, compute_cam
 from .explain import explain, select_cases
 from .measures import bootstrap_mean_ci, curve_auc, deletion_curve, energy_share, summarize
 
-__all__ = ["METHODS", "CamResult", "compute_cam", "explain", "select_cases", "energy_share", "deletion_curve",
-           "curve_auc", "bootstrap_mean_ci", "summarize"]
+__all__ = [
+           "METHODS",
+           "CamResult",
+           "bootstrap_mean_ci",
+           "compute_cam",
+           "curve_auc",
+           "deletion_curve",
+           "energy_share",
+           "explain",
+           "select_cases",
+           "summarize",
+]

@@ -108,7 +108,7 @@ def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int, int]
     stride with ``ceil`` and ``floor`` sizes first (exact for patch embeddings and strided stages), then the
     factor pair of ``L`` closest to the input's aspect ratio.
     """
-    for skip in range(0, 9):
+    for skip in range(9):
         n = num_tokens - skip
         if n <= 0:
             break
@@ -245,5 +245,14 @@ def to_input_coords(cam: torch.Tensor, input_hw: Sequence[int], net_hw: Sequence
     return out[:, 0].clamp_min(0)
 
 
-__all__ = ["METHODS", "CamResult", "RegionTarget", "compute_cam", "class_channel", "predicted_region",
-           "token_grid", "to_input_coords", "check_method"]
+__all__ = [
+    "METHODS",
+    "CamResult",
+    "RegionTarget",
+    "check_method",
+    "class_channel",
+    "compute_cam",
+    "predicted_region",
+    "to_input_coords",
+    "token_grid",
+]

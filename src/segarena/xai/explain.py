@@ -15,7 +15,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,10 +25,13 @@ from .._io import atomic_write
 from .cam import check_method, compute_cam
 from .measures import curve_auc, deletion_curve, energy_share, removal_baseline
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 _KEY = ["method", "case_id", "class_id"]
 
 
-def select_cases(spec: str, case_dice: Any) -> list[str]:
+def select_cases(spec: str, case_dice: pd.Series) -> list[str]:
     """``"worst:N"``, ``"best:N"``, ``"all"`` or ``"id1,id2"`` -> case ids, from a Series case id -> mean Dice.
 
     Worst/best rank by the per-case Dice (mean over foreground classes) of the run's test records; ties keep
@@ -64,7 +67,7 @@ def _require(path: Path, what: str) -> Path:
 def explain(run_dir: str | os.PathLike, cases: str = "worst:50", method: str = "gradcam",
             out: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None, *,
             steps: int = 20, baseline: str = "mean", random_order: bool = True, gallery: bool = True,
-            device: str | torch.device | None = None):
+            device: str | torch.device | None = None) -> pd.DataFrame:
     """Explain the selected test cases of a finished run; returns the per-case measures as a DataFrame.
 
     Rows are (case, foreground class). ``out`` defaults to ``<run_dir>/xai``; ``measures.parquet`` there keeps
@@ -105,7 +108,6 @@ def explain(run_dir: str | os.PathLike, cases: str = "worst:50", method: str = "
                             f"{data_root or spec.data.root or 'the default data root'}",
                             fix="pass --data-root pointing at the data the run was trained on")
     labels = list(info["labels"])
-    n_out = int(info["num_outputs"])
     classes = list(range(1, len(labels)))
     mean, std = tuple(info["mean"]), tuple(info["std"])
     rec = records.set_index(["case_id", "class_id"])
@@ -202,4 +204,4 @@ def _save_panel(path: Path, image: np.ndarray, gt: np.ndarray, res: Any, classes
     atomic_write(path, lambda tmp: Image.fromarray(panel).save(tmp, format="PNG"), suffix=".png")
 
 
-__all__ = ["explain", "select_cases", "heatmap"]
+__all__ = ["explain", "heatmap", "select_cases"]

@@ -22,7 +22,7 @@ below random = the map ranks the pixels the model needs first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ import torch.nn.functional as F
 
 from .._errors import ConfigError
 from .cam import class_channel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINES = ("mean", "blur")
 MEASURES = ("energy_share", "deletion_auc", "deletion_auc_random")
@@ -151,8 +154,8 @@ def _ci(v: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, flo
     return ci.low, ci.high
 
 
-def summarize(df: Any, by: Sequence[str] = ("model", "method", "class_name"),
-              measures: Sequence[str] = MEASURES, n_boot: int = 2000, seed: int = 0) -> Any:
+def summarize(df: pd.DataFrame, by: Sequence[str] = ("model", "method", "class_name"),
+              measures: Sequence[str] = MEASURES, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per group (default: model x method x class, so one row = one case): mean and 95% bootstrap CI of each
     measure, NaN rows (empty predicted region, all-zero map) left out and counted."""
     import pandas as pd
@@ -161,7 +164,7 @@ def summarize(df: Any, by: Sequence[str] = ("model", "method", "class_name"),
     rows = []
     for key, g in df.groupby(by, sort=True, dropna=False) if by else [((), df)]:
         row: dict[str, Any] = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        row["cases"] = int(len(g))
+        row["cases"] = len(g)
         for m in measures:
             if m not in g.columns:
                 continue
@@ -171,5 +174,14 @@ def summarize(df: Any, by: Sequence[str] = ("model", "method", "class_name"),
     return pd.DataFrame(rows)
 
 
-__all__ = ["BASELINES", "MEASURES", "energy_share", "deletion_curve", "curve_auc", "class_score",
-           "removal_baseline", "bootstrap_mean_ci", "summarize"]
+__all__ = [
+    "BASELINES",
+    "MEASURES",
+    "bootstrap_mean_ci",
+    "class_score",
+    "curve_auc",
+    "deletion_curve",
+    "energy_share",
+    "removal_baseline",
+    "summarize",
+]

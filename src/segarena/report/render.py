@@ -81,7 +81,8 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
         out.append(("Pairwise comparisons", "list", ev.sentences))
     figs = [(k, v) for k, v in ev.figures.items() if k in ("cd_diagram", "rank_stability")]
     if figs:
-        out.append(("Critical difference and rank stability", "images", figs))
+        title = "Critical difference and rank stability" if "cd_diagram" in ev.figures else "Rank stability"
+        out.append((title, "images", figs))
     if not ev.ranks.empty:
         out.append(("Bootstrap ranks", "table", (["dataset", "model", "mean rank", "95% interval", "P(rank 1)"],
                     [[r.dataset, r.model, f"{r.mean_rank:.2f}", f"{r.low:.0f}–{r.high:.0f}", f"{r.p_first:.2f}"]

@@ -8,7 +8,7 @@ SEGARENA_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),
 export SEGARENA_DATA_ROOT
 RESULTS ?= results/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slow install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/segarena demo --results $(RESULTS)
 
+# the fast tier (~10 min on 2 cores); `test-slow` runs the rest (whole-zoo sweeps, big models), CI runs both
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 SEGARENA_OFFLINE=1 $(PY) -m pytest -n 2 -q
+	HF_HUB_OFFLINE=1 SEGARENA_OFFLINE=1 $(PY) -m pytest -n 2 -q -m "not slow"
+
+test-slow: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 SEGARENA_OFFLINE=1 $(PY) -m pytest -n 2 -q -m slow
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

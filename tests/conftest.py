@@ -17,7 +17,7 @@ def _shared_data() -> Path | None:
     candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
     for c in candidates:
         if (c / "kvasir-seg" / "images").is_dir():
-            return c
+            return c.resolve()
     return None
 
 

@@ -19,8 +19,8 @@ from segarena.runner.study_runner import run_study
 
 def study(runs: int, tiny: bool) -> dict:
     return {"name": "scaling", "models": ["tiny-unet"], "datasets": ["kvasir-seg"], "folds": [0],
-            "seeds": list(range(runs)), "data": {"limit": 40 if tiny else 120, "root": data_root()},
-            "protocol": {"input_size": 32 if tiny else 64, "epochs": 1 if tiny else 3, "batch_size": 8,
+            "seeds": list(range(runs)), "data": {"limit": 40 if tiny else 200, "root": data_root()},
+            "protocol": {"input_size": 32 if tiny else 96, "epochs": 1 if tiny else 4, "batch_size": 8,
                          "patience": None, "amp": False, "augmentation": "paper"}}
 
 
@@ -33,6 +33,9 @@ def wall(executor: str, workers: int, runs: int, tiny: bool) -> float:
 
 
 def main() -> None:
+    import os
+
+    os.environ["SEGARENA_THREADS_PER_WORKER"] = "1"  # one core per worker in both configurations (see above)
     p = parser(__doc__)
     p.add_argument("--runs", type=int, default=8)
     p.add_argument("--ray", action="store_true", help="also time a local Ray instance with 2 CPUs")

@@ -27,9 +27,12 @@ def execute_one(spec_dict: dict[str, Any], results: str, data_root: str | None, 
     from ..protocol import run
 
     spec = spec_from_dict(spec_dict)
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     try:
         res = run(spec, results, data_root=data_root, device=device, time_limit_s=time_limit_s)
-        return {"run_id": spec.run_id, "state": "skipped" if res.skipped else "complete", "summary": res.summary}
+        return {"run_id": spec.run_id, "state": "skipped" if res.skipped else "complete", "summary": res.summary,
+                "threads": torch.get_num_threads()}
     except torch.cuda.OutOfMemoryError:
         return {"run_id": spec.run_id, "state": "failed", "kind": "oom",
                 "error": "CUDA out of memory: lower protocol.batch_size or protocol.input_size"}
@@ -40,11 +43,19 @@ def execute_one(spec_dict: dict[str, Any], results: str, data_root: str | None, 
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "traceback": traceback.format_exc()}
 
 
-def _init_worker(gpu_queue) -> None:
+def _init_worker(gpu_queue, threads: int) -> None:
     gpu = gpu_queue.get() if gpu_queue is not None else None
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SEGARENA_THREADS_PER_WORKER", "1"))
+    # Workers share the CPU: each gets cpu_count // workers intra-op threads (SEGARENA_THREADS_PER_WORKER
+    # overrides). Set both ways: torch may already be imported here (spawn re-imports the parent's main module),
+    # and oversubscribed OpenMP threads spin instead of sleeping, which made 2 workers ~30x slower than 1.
+    threads = int(os.environ.get("SEGARENA_THREADS_PER_WORKER", threads))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 class LocalExecutor:
@@ -64,7 +75,9 @@ class LocalExecutor:
             queue = self._ctx.Queue()
             for i in range(self.workers):
                 queue.put(self.gpus[i % len(self.gpus)])
-        return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker, initargs=(queue,))
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
+                                   initargs=(queue, threads))
 
     def submit(self, key: Any, *args: Any) -> None:
         fut = self._pool.submit(execute_one, *args)

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError, SegarenaError

@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 
-from segarena import DataConfig, ModelConfig, ProtocolConfig, RunSpec
 from segarena.cli import main
 
 pytestmark = pytest.mark.realdata

@@ -155,7 +155,7 @@ def test_hiformer_loads_both_official_checkpoints(tmp_path):
 
 def test_hiformer_swin_converter_is_strict():
     from segarena.models.zoo.hiformer import CONFIGS, PYRAMID_NEW, HiFormer, hiformer_from_swin
-    from segarena.models.zoo.swinunet import load_checked
+    from segarena.models.weights import load_checked
 
     net = HiFormer(CONFIGS["s"], 3, 2)
     state = hiformer_from_swin(_official_swin_t())

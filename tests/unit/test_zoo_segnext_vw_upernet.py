@@ -11,7 +11,8 @@ import torch
 
 from segarena import SegarenaError
 from segarena.models import create_model
-from segarena.models.zoo.heads import UPerNetHead, adapt_first_conv
+from segarena.models.weights import adapt_first_conv
+from segarena.models.zoo.heads import UPerNetHead
 from segarena.models.zoo.segnext import _SPECS, NMF2D, Hamburger, SegNeXt
 from segarena.models.zoo.upernet import TimmPyramid, convert_timm_backbone
 from segarena.models.zoo.vwformer import (VWFormerHead, copy_shift_pad, fold_blocks, from_windows, to_windows,

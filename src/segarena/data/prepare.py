@@ -143,7 +143,6 @@ def prepare(name: str, size: int, root: str | os.PathLike | None = None, options
                 pass
         images.flush()
         masks.flush()
-        del images, masks
         index = {
             "version": PREPARE_VERSION, "dataset": name, "options": options, "fingerprint": fp,
             "ids": [cs.id for cs in cases], "groups": [cs.group_id for cs in cases],

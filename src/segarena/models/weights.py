@@ -6,7 +6,7 @@ Safety: ``.safetensors`` is preferred; torch pickles are read with ``torch.load(
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -98,3 +98,51 @@ def load_pretrained(net: nn.Module, weights: Weights, converter: Converter | Non
         state = converter(state)
     target = net.get_submodule(weights.target) if weights.target else net
     load_into(target, state, what=f"{type(net).__name__}.{weights.target or ''}".rstrip("."), ignore=ignore)
+
+
+# ---- helpers shared by the converters of the zoo ------------------------------------------------------------
+def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes (``module.``, ``backbone.``, ...) from every key that has them."""
+    out = {}
+    for k, v in state.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def adapt_first_conv(state: dict[str, torch.Tensor], key: str, in_channels: int) -> dict[str, torch.Tensor]:
+    """Fit an RGB first-layer kernel to ``in_channels`` inputs, in place (the dict is also returned): summed for
+    one channel (a grey image seen as R=G=B gives the same response), tiled and rescaled otherwise — timm's
+    ``adapt_input_conv`` rule."""
+    if key in state and state[key].shape[1] != in_channels:
+        from timm.models import adapt_input_conv
+
+        state[key] = adapt_input_conv(in_channels, state[key].float())
+    return state
+
+
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor], *, what: str, keep_init: tuple[str, ...] = (),
+                 ignore: tuple[str, ...] = ()) -> list[str]:
+    """Strict load with named exceptions: keys of ``module`` under a ``keep_init`` prefix that the checkpoint does
+    not have (decoder-only parts, layers a paper added) keep their initialisation; every other key must come from
+    the checkpoint, and every checkpoint key (except ``ignore`` prefixes) must be used. Returns the kept keys."""
+    own = module.state_dict()
+    kept = sorted(k for k in own if k not in state and k.startswith(keep_init)) if keep_init else []
+    load_into(module, {**state, **{k: own[k] for k in kept}}, what=what, ignore=ignore)
+    return kept
+
+
+def local_file(pretrained: bool | str, names: Iterable[str]) -> str | None:
+    """``pretrained`` given as a path: the file itself, or the first of ``names`` inside that folder."""
+    if not isinstance(pretrained, (str, os.PathLike)):
+        return None
+    p = Path(pretrained)
+    if p.is_dir():
+        for n in names:
+            if (p / n).is_file():
+                return str(p / n)
+        raise SegarenaError(f"none of {', '.join(names)} found in {p}",
+                            fix="download the official checkpoint(s) into that folder")
+    return str(p)

@@ -3,7 +3,6 @@ best/worst overlays. Markdown and one self-contained HTML file (images inlined a
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -14,7 +13,6 @@ from typing import Any
 import pandas as pd
 
 from .._io import write_text
-from ..metrics.overlap import DESCRIPTIONS
 from ..runner.store import ResultsDir
 
 LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall", "hd95_mean", "nsd_mean")

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ConvBNReLU", "UPerNetHead", "adapt_first_conv", "strip_prefixes"]
+__all__ = ["ConvBNReLU", "UPerNetHead"]
 
 
 class ConvBNReLU(nn.Module):
@@ -89,31 +89,3 @@ class UPerNetHead(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.conv_seg(self.dropout(self.fuse(feats)))
-
-
-# ------------------------------------------------------------------------------------- checkpoint-key helpers
-# Small helpers the converters of the backbone checkpoints (MSCAN, MiT, ConvNeXt, Swin) share.
-def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Remove the first matching wrapper prefix (``module.``, ``backbone.``, ...) from every key that has one."""
-    out = {}
-    for k, v in state.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
-
-
-def adapt_first_conv(state: dict[str, torch.Tensor], key: str, in_channels: int) -> dict[str, torch.Tensor]:
-    """Make an RGB first-conv weight fit ``in_channels`` inputs: sum the filters for 1 channel (a grey image seen
-    as R=G=B gives the same response), tile-and-rescale otherwise (timm's ``adapt_input_conv`` rule)."""
-    w = state.get(key)
-    if w is None or w.shape[1] == in_channels:
-        return state
-    state = dict(state)
-    if in_channels == 1:
-        state[key] = w.sum(dim=1, keepdim=True)
-    else:
-        reps = -(-in_channels // w.shape[1])
-        state[key] = w.repeat(1, reps, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels)
-    return state

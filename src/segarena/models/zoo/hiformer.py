@@ -33,17 +33,8 @@ import torch
 from torch import nn
 
 from ..card import ModelCard, Weights, register_model
-from ..weights import read_state_dict, resolve
-from .swinunet import (
-    SWIN_BUFFERS,
-    SWIN_T,
-    SwinStage,
-    adapt_first_conv,
-    init_official,
-    load_checked,
-    local_file,
-    swin_official_state,
-)
+from ..weights import adapt_first_conv, load_checked, local_file, read_state_dict, resolve
+from .swinunet import SWIN_BUFFERS, SWIN_T, SwinStage, init_official, swin_official_state
 
 TV_RESNET = {
     "resnet50": Weights(source="https://download.pytorch.org/models/resnet50-0676ba61.pth",

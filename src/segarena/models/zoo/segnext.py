@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..card import ModelCard, Weights, register_model
 from ..weights import load_pretrained
-from .heads import adapt_first_conv, strip_prefixes
+from ..weights import adapt_first_conv, strip_prefixes
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..._errors import SegarenaError
 from ..card import ModelCard, Weights, register_model
-from ..weights import load_into, read_state_dict, resolve
+from ..weights import adapt_first_conv, load_checked, local_file, read_state_dict, resolve
 
 #: buffers official Swin checkpoints store and timm rebuilds (non-persistent there)
 SWIN_BUFFERS = ("relative_position_index", "attn_mask")
@@ -110,40 +109,6 @@ def _shuffle(x: torch.Tensor, s: int) -> torch.Tensor:
     n, h, w, c = x.shape
     c //= s * s
     return x.view(n, h, w, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h * s, w * s, c)
-
-
-def load_checked(module: nn.Module, state: dict[str, torch.Tensor], *, what: str, keep_init: tuple[str, ...] = (),
-                 ignore: tuple[str, ...] = ()) -> list[str]:
-    """Strict load with named exceptions: keys of ``module`` under a ``keep_init`` prefix that the checkpoint does
-    not have (decoder-only parts, layers the paper added) keep their initialisation; every other key must come from
-    the checkpoint, and every checkpoint key (except ``ignore`` prefixes) must be used. Returns the kept keys."""
-    own = module.state_dict()
-    kept = sorted(k for k in own if k not in state and k.startswith(keep_init)) if keep_init else []
-    load_into(module, {**state, **{k: own[k] for k in kept}}, what=what, ignore=ignore)
-    return kept
-
-
-def adapt_first_conv(state: dict[str, torch.Tensor], key: str, in_channels: int) -> None:
-    """Fit an RGB first-layer kernel to ``in_channels`` (summed for grayscale, as timm does; this equals feeding the
-    gray image repeated three times, which is what the official code of these models does)."""
-    if key in state and in_channels != state[key].shape[1]:
-        from timm.models import adapt_input_conv
-
-        state[key] = adapt_input_conv(in_channels, state[key].float())
-
-
-def local_file(pretrained: bool | str, names: Iterable[str]) -> str | None:
-    """``pretrained`` given as a path: the file itself, or the first of ``names`` inside that folder."""
-    if not isinstance(pretrained, (str, os.PathLike)):
-        return None
-    p = Path(pretrained)
-    if p.is_dir():
-        for n in names:
-            if (p / n).is_file():
-                return str(p / n)
-        raise SegarenaError(f"none of {', '.join(names)} found in {p}",
-                            fix="download the official checkpoint(s) into that folder")
-    return str(p)
 
 
 def swin_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -261,9 +226,7 @@ __all__ = [
     "PatchExpand",
     "SwinStage",
     "SwinUNet",
-    "adapt_first_conv",
     "build_swinunet",
     "init_official",
-    "load_checked",
     "swinunet_from_swin",
 ]

@@ -24,7 +24,8 @@ from ..._errors import SegarenaError
 from ...data.download import is_offline
 from ..card import ModelCard, Weights, register_model
 from ..weights import load_pretrained
-from .heads import UPerNetHead, adapt_first_conv, strip_prefixes
+from ..weights import adapt_first_conv, strip_prefixes
+from .heads import UPerNetHead
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -2,9 +2,24 @@
 
 Heavy third-party libraries (smp, timm, transformers) are imported inside builders, so listing models is cheap.
 """
-from . import segformer, tiny, unet  # noqa: F401
-from . import dinov2, mask2former, sam  # noqa: F401  (foundation models: DINOv2, SAM, Mask2Former)
-from . import segnext, upernet, vwformer  # noqa: F401  (general zoo part 1: SegNeXt, UPerNet, VWFormer)
-from . import nnunet, swin_umamba, unet_variants  # noqa: F401  (medical zoo part 2)
-from . import hiformer, missformer, swinunet, transunet, ukan  # noqa: F401  (medical zoo part 1)
-from . import internimage, transnext  # noqa: F401  (general zoo part 2: InternImage, TransNeXt)
+from . import (  # noqa: F401  (each module registers its models on import)
+    dinov2,
+    hiformer,
+    internimage,
+    mask2former,
+    missformer,
+    nnunet,
+    sam,
+    segformer,
+    segnext,
+    swin_umamba,
+    swinunet,
+    tiny,
+    transnext,
+    transunet,
+    ukan,
+    unet,
+    unet_variants,
+    upernet,
+    vwformer,
+)

@@ -37,6 +37,7 @@ from torch import nn
 from ..card import ModelCard, Weights, register_model
 from ..weights import load_pretrained
 from ._dcnv3 import DCNv3
+from ._init import init_official
 from .heads import UPerNetHead
 
 __all__ = ["InternImage", "InternImageUPerNet", "convert_official"]
@@ -187,13 +188,7 @@ class InternImage(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_official(m)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)

@@ -33,8 +33,7 @@ import torch
 from torch import nn
 
 from ..card import ModelCard, Weights, register_model
-from ..weights import read_state_dict, resolve
-from ..weights import adapt_first_conv, load_checked, local_file
+from ..weights import adapt_first_conv, load_checked, local_file, read_state_dict, resolve
 
 MIT_B1 = Weights(source="hf-hub:smp-hub/mit_b1.imagenet::model.safetensors",
                  license="NVIDIA Source Code License for SegFormer (non-commercial research)",

@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..card import ModelCard, Weights, register_model
-from ..weights import load_pretrained
-from ..weights import adapt_first_conv, strip_prefixes
+from ..weights import adapt_first_conv, load_pretrained, strip_prefixes
+from ._init import init_official
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -161,14 +161,7 @@ class MSCAN(nn.Module):
     def _init_weights(self) -> None:
         # as the official MSCAN init: fan-out normal for convs, unit LayerNorm
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_official(m, linear=False, conv=True)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []

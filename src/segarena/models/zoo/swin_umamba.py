@@ -37,6 +37,7 @@ from torch import nn
 from ..._errors import SegarenaError
 from ..card import ModelCard, Weights, register_model
 from ..weights import load_into, read_state_dict, resolve
+from ._init import init_official
 from ._selective_scan import selective_scan
 
 VMAMBA_TINY = Weights(
@@ -171,13 +172,7 @@ class VSSMEncoder(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_official(m)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = [x]

@@ -28,6 +28,7 @@ from torch import nn
 from ..._errors import SegarenaError
 from ..card import ModelCard, Weights, register_model
 from ..weights import adapt_first_conv, load_checked, local_file, read_state_dict, resolve
+from ._init import init_official
 
 #: buffers official Swin checkpoints store and timm rebuilds (non-persistent there)
 SWIN_BUFFERS = ("relative_position_index", "attn_mask")
@@ -36,18 +37,6 @@ SWIN_T = Weights(source=SWIN_T_URL, license="MIT (microsoft/Swin-Transformer)", 
 
 
 # ---------------------------------------------------------------------------------------------------- shared parts
-def init_official(m: nn.Module) -> None:
-    """The official Swin-family initialisation: truncated normal (std 0.02) linear weights, zero biases, unit
-    LayerNorms. Applied with ``net.apply`` before any checkpoint is loaded."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 class SwinStage(nn.Module):
     """One Swin stage of the official ``BasicLayer``: ``depth`` blocks alternating plain and shifted windows, then
     optional patch merging (``downsample``) or patch expanding (``upsample``). Input and output are [N, H, W, C]."""

@@ -51,6 +51,7 @@ from torch import nn
 
 from ..card import ModelCard, Weights, register_model
 from ..weights import load_pretrained
+from ._init import init_official
 from .heads import UPerNetHead
 
 __all__ = ["AggregatedAttention", "TransNeXt", "TransNeXtUPerNet", "convert_official"]
@@ -331,18 +332,7 @@ class TransNeXt(nn.Module):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         """Official initialisation: truncated-normal linears, He-normal (fan-out) convs, unit LayerNorms."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_official(m, conv=True)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []

@@ -38,8 +38,7 @@ from torch import nn
 
 from ..._errors import SegarenaError
 from ..card import ModelCard, Weights, register_model
-from ..weights import load_into, resolve
-from ..weights import adapt_first_conv, local_file
+from ..weights import adapt_first_conv, load_into, local_file, resolve
 
 R50_VIT_B16 = Weights(source="https://storage.googleapis.com/vit_models/imagenet21k/R50+ViT-B_16.npz",
                       license="Apache-2.0 (google-research/vision_transformer)", dataset="ImageNet-21k",

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..card import ModelCard, register_model
+from ._init import init_official
 
 
 class KANLinear(nn.Module):
@@ -101,14 +102,7 @@ class DWBNReLU(nn.Module):
 
 def _init_conv(m: nn.Module) -> None:
     """The UNeXt/U-KAN initialisation for convolutions inside token blocks: N(0, sqrt(2 / fan_out))."""
-    if isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    init_official(m, linear=False, conv=True)
 
 
 class KANLayer(nn.Module):

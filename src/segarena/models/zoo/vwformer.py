@@ -35,8 +35,7 @@ import torch.nn.functional as F
 from ..._errors import SegarenaError
 from ...data.download import is_offline
 from ..card import ModelCard, Weights, register_model
-from ..weights import load_pretrained
-from ..weights import adapt_first_conv, strip_prefixes
+from ..weights import adapt_first_conv, load_pretrained, strip_prefixes
 from .heads import ConvBNReLU
 from .upernet import build_pyramid, convert_timm_backbone, timm_weights
 

@@ -289,3 +289,39 @@ def test_seed_fold_variance_recovers_simulated_components():
     assert r.var_seed == pytest.approx(1e-4, rel=0.15)
     assert r.var_fold == pytest.approx(4e-4, rel=0.4)
     assert 0.1 < r.frac_seed < 0.3
+
+
+# ---------------------------------------------------------------- one resample, metric x reduction, ties for first
+def test_resample_shared_and_clustered_by_hand():
+    from segarena.stats import Resample, bootstrap_score, metric_terms
+
+    # a case evaluated under 3 seeds is one unit: drawing it brings all three copies (Davison & Hinkley 3.8)
+    case = np.repeat(np.arange(5), 3)
+    x = np.arange(15.0)
+    res = Resample(15, n_boot=50, seed=1, clusters=case)
+    assert res.n_units == 5 and res.indices.shape == (50, 5)
+    for b in range(3):  # each replicate by hand: all copies of the drawn cases, in numpy only
+        rows = np.concatenate([np.flatnonzero(case == u) for u in res.indices[b]])
+        assert res.ratio(x)[b] == pytest.approx(x[rows].mean())
+    # the same draws score several columns at once; column j equals scoring column j alone
+    m = np.c_[x, 2 * x + 1]
+    assert np.allclose(res.ratio(m)[:, 1], res.ratio(2 * x + 1))
+    # smp-style metric x reduction on one per-case table, checked against hand formulas
+    cases = pd.DataFrame({"tp": [9, 0, 5], "fp": [1, 0, 5], "fn": [0, 4, 0], "dice": [18 / 19, 0.0, 10 / 15]})
+    n, d = metric_terms(cases, "dice", "pooled")
+    assert n.sum() / d.sum() == pytest.approx(28 / (28 + 6 + 4))
+    ci = bootstrap_score(cases, "iou", "pooled", n_boot=100)
+    assert ci.estimate == pytest.approx(14 / (14 + 6 + 4)) and ci.low <= ci.estimate <= ci.high
+    assert bootstrap_score(cases, "dice", "case", n_boot=10).estimate == pytest.approx((18 / 19 + 10 / 15) / 3)
+    with pytest.raises(ConfigError, match="reduction"):
+        metric_terms(cases, "dice", "macro-ish")
+
+
+def test_p_first_counts_three_way_ties():
+    # three models identical on every case: each shares rank 1 in every replicate (average rank 2)
+    rows = [{"dataset": "d", "model": m, "case_id": f"c{i}", "value": v}
+            for i, v in enumerate(np.linspace(0.5, 0.9, 12)) for m in ("a", "b", "c")]
+    rows += [{"dataset": "d", "model": "z", "case_id": f"c{i}", "value": 0.1} for i in range(12)]
+    summ = rank_summary(bootstrap_ranks(pd.DataFrame(rows), "value", n_boot=40)).set_index("model")
+    assert summ.loc[["a", "b", "c"], "p_first"].tolist() == [1.0, 1.0, 1.0]
+    assert summ.loc["z", "p_first"] == 0.0 and summ.loc["a", "mean_rank"] == 2.0

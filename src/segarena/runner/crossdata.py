@@ -95,6 +95,8 @@ def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | No
         store = RunStore(d)
         if not store.is_complete() or not store.spec.protocol.evaluate_test:
             continue
+        if store.summary().get("family") == "external":  # scored masks (add-method): no model to run elsewhere
+            continue
         for group, targets in compatible(store.spec.data.name).items():
             # in-domain: the run's own test fold through the same harmonized path as the other datasets
             frames.append(_own_test_harmonized(store, group, data_root, device).assign(group=group))
@@ -130,28 +132,27 @@ def matrix(records: pd.DataFrame) -> pd.DataFrame:
 
 def generalization_gaps(records: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """In-domain minus out-of-domain pooled mDSC per (model, train, test), with a bootstrap 95% CI that resamples
-    the cases of both sides (pooled over folds/seeds)."""
+    the cases of both sides independently (pooled over folds/seeds). A case scored by several runs (every fold's
+    model sees all out-of-domain cases; several seeds) is one cluster, drawn whole."""
+    from ..stats import Resample, metric_terms, percentile_ci
+
+    def side(part: pd.DataFrame, offset: int) -> tuple[float, np.ndarray]:
+        cases = part.groupby(["fold", "seed", "case_id"], as_index=False)[["tp", "fp", "fn"]].sum()
+        num, den = metric_terms(cases, "dice", "pooled")
+        res = Resample(len(cases), n_boot=n_boot, seed=seed + offset, clusters=cases["case_id"].to_numpy())
+        return float(num.sum() / den.sum()) if den.sum() else float("nan"), res.ratio(num, den)
+
     rows = []
-    rng = np.random.default_rng(seed)
     for (model, train), g in records.groupby(["model", "train"]):
         own = g[g["test"] == train]
         if own.empty:
             continue
-        own_c = own.groupby(["fold", "seed", "case_id"])[["tp", "fp", "fn"]].sum().to_numpy(float)
-        for test, ood in g[g["test"] != train].groupby("test"):
-            ood_c = ood.groupby(["fold", "seed", "case_id"])[["tp", "fp", "fn"]].sum().to_numpy(float)
-
-            def dice(c: np.ndarray) -> np.ndarray:
-                return 2 * c[..., 0] / np.maximum(2 * c[..., 0] + c[..., 1] + c[..., 2], 1)
-
-            gap = dice(own_c.sum(0)) - dice(ood_c.sum(0))
-            bi = rng.integers(0, len(own_c), (n_boot, len(own_c)))
-            bo = rng.integers(0, len(ood_c), (n_boot, len(ood_c)))
-            boot = dice(own_c[bi].sum(1)) - dice(ood_c[bo].sum(1))
-            lo, hi = np.percentile(boot, [2.5, 97.5])
-            rows.append({"model": model, "train": train, "test": test, "in_domain": float(dice(own_c.sum(0))),
-                         "out_of_domain": float(dice(ood_c.sum(0))), "gap": float(gap), "gap_ci_low": float(lo),
-                         "gap_ci_high": float(hi)})
+        own_d, own_r = side(own, 0)
+        for k, (test, ood) in enumerate(g[g["test"] != train].groupby("test")):
+            ood_d, ood_r = side(ood, k + 1)
+            ci = percentile_ci(own_d - ood_d, own_r - ood_r)
+            rows.append({"model": model, "train": train, "test": test, "in_domain": own_d,
+                         "out_of_domain": ood_d, "gap": ci.estimate, "gap_ci_low": ci.low, "gap_ci_high": ci.high})
     return pd.DataFrame(rows)
 
 

@@ -85,15 +85,11 @@ def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budg
 
 def _test_with_ci(store, summary: dict[str, Any]) -> dict[str, Any]:
     """Pooled test mDSC of the winner with a percentile bootstrap 95% CI over test cases."""
-    import numpy as np
+    from ..stats import bootstrap_score
 
-    df = store.records()
-    per_case = df.groupby("case_id")[["tp", "fp", "fn"]].sum().to_numpy(dtype=float)
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(per_case), (2000, len(per_case)))
-    sums = per_case[idx].sum(axis=1)
-    boot = 2 * sums[:, 0] / np.maximum(2 * sums[:, 0] + sums[:, 1] + sums[:, 2], 1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
+    per_case = store.records().groupby("case_id", as_index=False)[["tp", "fp", "fn"]].sum()
+    ci = bootstrap_score(per_case, "dice", "pooled", n_boot=2000, seed=0, clusters="case_id")
+    lo, hi = ci.low, ci.high
     return {"mdsc": summary["metrics"]["mdsc"], "mdsc_ci95": [float(lo), float(hi)], "n_test": summary["n_test"],
             "params": summary["params"], "train_seconds": summary["train_seconds"], "device": summary["device"],
             "run": summary["run_name"]}

@@ -6,7 +6,19 @@ caller); outputs are tidy frames, frozen dataclasses or matplotlib Figures. Conv
 """
 from __future__ import annotations
 
-from .bootstrap import CI, bootstrap_ci, bootstrap_ratio_ci, ci_table, ratio_replicates
+from .bootstrap import (
+    CI,
+    METRICS,
+    REDUCTIONS,
+    Resample,
+    bootstrap_ci,
+    bootstrap_ratio_ci,
+    bootstrap_score,
+    ci_table,
+    metric_terms,
+    percentile_ci,
+    ratio_replicates,
+)
 from .plots import cd_cliques, cd_diagram, rank_blob_plot
 from .ranking import bootstrap_ranks, consensus_ranking, rank_stability, rank_summary, rank_table
 from .tests import (
@@ -23,7 +35,8 @@ from .tests import (
 )
 from .variance import seed_fold_variance
 
-__all__ = ["CI", "FriedmanResult", "average_ranks", "bootstrap_ci", "bootstrap_ranks", "bootstrap_ratio_ci",
+__all__ = ["CI", "METRICS", "REDUCTIONS", "FriedmanResult", "Resample", "bootstrap_score", "metric_terms",
+           "percentile_ci", "average_ranks", "bootstrap_ci", "bootstrap_ranks", "bootstrap_ratio_ci",
            "cd_cliques", "cd_diagram", "ci_table", "consensus_ranking", "describe_comparisons", "friedman_nemenyi",
            "holm", "nemenyi_cd", "nemenyi_q", "pairwise_comparisons", "rank_biserial", "rank_blob_plot",
            "rank_stability", "rank_summary", "rank_table", "ratio_replicates", "seed_fold_variance",

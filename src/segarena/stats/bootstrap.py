@@ -27,7 +27,8 @@ import pandas as pd
 
 from .._errors import ConfigError
 
-__all__ = ["CI", "bootstrap_ci", "bootstrap_ratio_ci", "ci_table", "ratio_replicates"]
+__all__ = ["CI", "METRICS", "REDUCTIONS", "Resample", "bootstrap_ci", "bootstrap_ratio_ci", "bootstrap_score",
+           "ci_table", "metric_terms", "percentile_ci", "ratio_replicates"]
 
 _CHUNK = 256  # replicates per block, so memory stays ~ _CHUNK x units
 
@@ -50,23 +51,74 @@ class CI:
         return f"{self.estimate:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
-def _units(num: np.ndarray, den: np.ndarray, clusters: Sequence | None,
-           strata: Sequence | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Collapse cases to resampling units (clusters, or the cases themselves); return num, den, stratum per unit."""
-    n = num.size
-    s = np.zeros(n, dtype=np.int64) if strata is None else pd.factorize(np.asarray(strata))[0]
-    if strata is not None and len(strata) != n:
-        raise ConfigError(f"strata has {len(strata)} labels for {n} values", fix="pass one label per value")
-    if clusters is None:
-        return num, den, s
-    if len(clusters) != n:
-        raise ConfigError(f"clusters has {len(clusters)} labels for {n} values", fix="pass one label per value")
-    key = pd.MultiIndex.from_arrays([s, np.asarray(clusters)])
-    codes, uniq = pd.factorize(key)
-    unit_num = np.bincount(codes, weights=num, minlength=len(uniq))
-    unit_den = np.bincount(codes, weights=den, minlength=len(uniq))
-    unit_stratum = np.asarray([u[0] for u in uniq], dtype=np.int64)
-    return unit_num, unit_den, unit_stratum
+class Resample:
+    """One set of bootstrap draws over ``n`` cases, shared by every model and pair that is scored on them.
+
+    Cases with the same ``clusters`` label (the same case seen under several seeds or evaluations, or one
+    patient's images) form one resampling unit that is drawn whole (Davison & Hinkley 1997, 3.8); with ``strata``
+    (e.g. the fold) units are drawn within each stratum, as many as it holds. The drawn unit indices
+    (``n_boot`` x units) are made once; :meth:`ratio` then scores any number of value columns on the same
+    replicates, so a report's cost is linear in the number of models and every paired difference is a
+    difference of two replicate vectors.
+    """
+
+    def __init__(self, n: int, *, n_boot: int = 2000, seed: int = 0, strata: Sequence | None = None,
+                 clusters: Sequence | None = None) -> None:
+        if strata is not None and len(strata) != n:
+            raise ConfigError(f"strata has {len(strata)} labels for {n} values", fix="pass one label per value")
+        if clusters is not None and len(clusters) != n:
+            raise ConfigError(f"clusters has {len(clusters)} labels for {n} values", fix="pass one label per value")
+        if n == 0:
+            raise ConfigError("bootstrap needs at least one case", fix="pass one value per case")
+        s = np.zeros(n, dtype=np.int64) if strata is None else pd.factorize(np.asarray(strata))[0]
+        if clusters is None:
+            self.codes, self.unit_stratum = np.arange(n), s
+        else:
+            key = pd.MultiIndex.from_arrays([s, np.asarray(clusters)])
+            self.codes, uniq = pd.factorize(key)
+            self.unit_stratum = np.asarray([u[0] for u in uniq], dtype=np.int64)
+        self.n, self.n_units, self.n_boot, self.seed = n, int(self.codes.max()) + 1, n_boot, seed
+        rng = np.random.default_rng(seed)
+        groups = [np.flatnonzero(self.unit_stratum == k) for k in range(self.unit_stratum.max() + 1)]
+        self.indices = np.empty((n_boot, self.n_units), dtype=np.int64)
+        for start in range(0, n_boot, _CHUNK):  # drawn in the same order as before the refactoring
+            b = min(_CHUNK, n_boot - start)
+            col = 0
+            for g in groups:
+                self.indices[start:start + b, col:col + g.size] = g[rng.integers(0, g.size, size=(b, g.size))]
+                col += g.size
+
+    def unit_sums(self, values: np.ndarray) -> np.ndarray:
+        """Per-unit sums of one value per case (``n``) or of columns (``n`` x ``m``)."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape[0] != self.n:
+            raise ConfigError(f"{v.shape[0]} values for a resample of {self.n} cases", fix="pass one value per case")
+        if v.ndim == 1:
+            return np.bincount(self.codes, weights=v, minlength=self.n_units)
+        out = np.zeros((self.n_units, v.shape[1]))
+        np.add.at(out, self.codes, v)
+        return out
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Resampled sums: ``n_boot`` (or ``n_boot`` x ``m`` for ``n`` x ``m`` values)."""
+        u = self.unit_sums(values)
+        out = np.empty((self.n_boot, *u.shape[1:]))
+        for start in range(0, self.n_boot, _CHUNK):
+            out[start:start + _CHUNK] = u[self.indices[start:start + _CHUNK]].sum(axis=1)
+        return out
+
+    def ratio(self, num: np.ndarray, den: np.ndarray | None = None) -> np.ndarray:
+        """Replicates of ``sum(num) / sum(den)`` (``den`` = 1 per case: the mean); NaN where the sum of den is 0."""
+        num_a = np.asarray(num, dtype=np.float64)
+        den_a = np.ones_like(num_a) if den is None else np.asarray(den, dtype=np.float64)
+        if num_a.shape != den_a.shape:
+            raise ConfigError(f"num and den differ in shape: {num_a.shape} vs {den_a.shape}",
+                              fix="pass one value per case")
+        if not (np.all(np.isfinite(num_a)) and np.all(np.isfinite(den_a))):
+            raise ConfigError("bootstrap values contain NaN or inf", fix="apply the empty-mask policy before the CI")
+        s_num, s_den = self.sums(num_a), self.sums(den_a)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(s_den != 0, s_num / np.where(s_den != 0, s_den, 1), np.nan)
 
 
 def ratio_replicates(num: Sequence[float], den: Sequence[float] | None = None, *, n_boot: int = 2000,
@@ -74,30 +126,19 @@ def ratio_replicates(num: Sequence[float], den: Sequence[float] | None = None, *
     """``n_boot`` bootstrap replicates of ``sum(num) / sum(den)`` (``den`` = 1 per case gives the mean).
 
     Within each stratum, units (cases, or clusters when given) are drawn with replacement, as many as the
-    stratum has. Replicates whose denominator is 0 are NaN.
+    stratum has. Replicates whose denominator is 0 are NaN. A thin wrapper of :class:`Resample`.
     """
     num_a = np.asarray(num, dtype=np.float64)
     den_a = np.ones_like(num_a) if den is None else np.asarray(den, dtype=np.float64)
     if num_a.ndim != 1 or num_a.shape != den_a.shape or num_a.size == 0:
         raise ConfigError(f"bootstrap needs two non-empty 1D arrays of equal length, got {num_a.shape} and "
                           f"{den_a.shape}", fix="pass one value per case")
-    if not (np.all(np.isfinite(num_a)) and np.all(np.isfinite(den_a))):
-        raise ConfigError("bootstrap values contain NaN or inf", fix="apply the empty-mask policy before the CI")
-    u_num, u_den, u_str = _units(num_a, den_a, clusters, strata)
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(u_str == k) for k in range(u_str.max() + 1)]
-    out = np.empty(n_boot)
-    for start in range(0, n_boot, _CHUNK):
-        b = min(_CHUNK, n_boot - start)
-        s_num = np.zeros(b)
-        s_den = np.zeros(b)
-        for g in groups:
-            idx = g[rng.integers(0, g.size, size=(b, g.size))]
-            s_num += u_num[idx].sum(axis=1)
-            s_den += u_den[idx].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + b] = np.where(s_den != 0, s_num / np.where(s_den != 0, s_den, 1), np.nan)
-    return out
+    return Resample(num_a.size, n_boot=n_boot, seed=seed, strata=strata, clusters=clusters).ratio(num_a, den_a)
+
+
+def percentile_ci(estimate: float, reps: np.ndarray, level: float = 0.95, n: int = 0) -> CI:
+    """The percentile interval of bootstrap replicates around a point estimate (NaN replicates ignored)."""
+    return _ci(estimate, np.asarray(reps, dtype=np.float64), level, n)
 
 
 def _ci(estimate: float, reps: np.ndarray, level: float, n: int) -> CI:
@@ -128,6 +169,62 @@ def bootstrap_ratio_ci(num: Sequence[float], den: Sequence[float], *, level: flo
     reps = ratio_replicates(n_a, d_a, n_boot=n_boot, seed=seed, strata=strata, clusters=clusters)
     est = float(n_a.sum() / d_a.sum()) if d_a.sum() != 0 else float("nan")
     return _ci(est, reps, level, n_a.size)
+
+
+#: metric -> (numerator, denominator) of its pooled form, from summed counts (smp's ``micro`` reduction)
+METRICS: dict[str, tuple[str, str]] = {"dice": ("2tp", "2tp+fp+fn"), "iou": ("tp", "tp+fp+fn"),
+                                       "precision": ("tp", "tp+fp"), "recall": ("tp", "tp+fn")}
+#: ``pooled``: sum(num) / sum(den) over cases (the paper's mDSC for Dice; smp ``micro``); ``case``: the mean over
+#: cases of each case's value, read from the per-case column of that name (empty-mask policy applied upstream;
+#: smp ``micro-imagewise``)
+REDUCTIONS = ("pooled", "case")
+
+
+def metric_terms(cases: pd.DataFrame, metric: str = "dice", reduction: str = "pooled") -> tuple[np.ndarray,
+                                                                                              np.ndarray]:
+    """Per-case numerator and denominator whose ratio of sums is ``metric`` under ``reduction``.
+
+    ``cases`` has one row per case with summed counts ``tp, fp, fn`` (pooled) or the per-case ``metric`` column
+    (case). Any metric x reduction pair is then bootstrapped by the same :class:`Resample`.
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}", fix=f"use one of {', '.join(METRICS)}")
+    if reduction == "pooled":
+        need = ["tp", "fp", "fn"]
+    elif reduction == "case":
+        need = [metric]
+    else:
+        raise ConfigError(f"unknown reduction {reduction!r}", fix=f"use one of {', '.join(REDUCTIONS)}")
+    missing = [c for c in need if c not in cases.columns]
+    if missing:
+        raise ConfigError(f"columns {missing} not in the per-case table (has {list(cases.columns)})",
+                          fix="pass one row per case with tp, fp, fn and the per-case metric")
+    if reduction == "case":
+        v = cases[metric].to_numpy(dtype=np.float64)
+        return v, np.ones_like(v)
+    tp, fp, fn = (cases[c].to_numpy(dtype=np.float64) for c in ("tp", "fp", "fn"))
+    num = {"dice": 2 * tp, "iou": tp, "precision": tp, "recall": tp}[metric]
+    den = {"dice": 2 * tp + fp + fn, "iou": tp + fp + fn, "precision": tp + fp, "recall": tp + fn}[metric]
+    return num, den
+
+
+def bootstrap_score(cases: pd.DataFrame, metric: str = "dice", reduction: str = "pooled", *,
+                    resample: Resample | None = None, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                    strata: str | None = None, clusters: str | None = None) -> CI:
+    """``metric`` under ``reduction`` over the rows of ``cases``, with its percentile-bootstrap CI.
+
+    Pass a shared ``resample`` (drawn once for a dataset's case list, rows in the same order) to score several
+    models on the same replicates; otherwise one is drawn here, clustered by the ``clusters`` column (e.g.
+    ``"case_id"`` when a case appears once per seed) and stratified by ``strata``.
+    """
+    num, den = metric_terms(cases, metric, reduction)
+    if resample is None:
+        resample = Resample(len(cases), n_boot=n_boot, seed=seed,
+                            strata=None if strata is None else cases[strata].to_numpy(),
+                            clusters=None if clusters is None else cases[clusters].to_numpy())
+    reps = resample.ratio(num, den)
+    est = float(num.sum() / den.sum()) if den.sum() != 0 else float("nan")
+    return _ci(est, reps, level, resample.n_units)
 
 
 def ci_table(df: pd.DataFrame, value: str | None = None, *, num: str | None = None, den: str | None = None,

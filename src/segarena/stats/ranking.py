@@ -16,11 +16,9 @@ import pandas as pd
 from scipy import stats as st
 
 from .._errors import ConfigError
+from .bootstrap import Resample
 
 __all__ = ["bootstrap_ranks", "consensus_ranking", "rank_stability", "rank_summary", "rank_table"]
-
-_CHUNK = 128
-
 
 def _need(df: pd.DataFrame, cols: Sequence[str | None]) -> None:
     missing = [c for c in cols if c is not None and c not in df.columns]
@@ -66,7 +64,6 @@ def bootstrap_ranks(df: pd.DataFrame, value: str = "value", *, model: str = "mod
     """
     by = list(by)
     _need(df, [value, model, *pair_on, *by])
-    rng = np.random.default_rng(seed)
     parts = []
     for key, g in (df.groupby(by, sort=True) if by else [((), df)]):
         key = key if isinstance(key, tuple) else (key,)
@@ -76,12 +73,8 @@ def bootstrap_ranks(df: pd.DataFrame, value: str = "value", *, model: str = "mod
             raise ConfigError(f"no case is evaluated for every model in {dict(zip(by, key))}",
                               fix="rank on a complete set of runs")
         vals = mat.to_numpy(dtype=np.float64)
-        n = vals.shape[0]
-        ranks = np.empty((n_boot, vals.shape[1]))
-        for start in range(0, n_boot, _CHUNK):
-            b = min(_CHUNK, n_boot - start)
-            means = vals[rng.integers(0, n, size=(b, n))].mean(axis=1)
-            ranks[start:start + b] = _rank(means, higher_is_better)
+        res = Resample(vals.shape[0], n_boot=n_boot, seed=seed)  # one draw, shared by every model of the group
+        ranks = _rank(res.ratio(vals), higher_is_better)
         part = pd.DataFrame({"replicate": np.repeat(np.arange(n_boot), vals.shape[1]),
                              model: np.tile(mat.columns.to_numpy(), n_boot), "rank": ranks.ravel()})
         for c, v in zip(by, key):
@@ -93,7 +86,8 @@ def bootstrap_ranks(df: pd.DataFrame, value: str = "value", *, model: str = "mod
 def rank_summary(boot: pd.DataFrame, *, model: str = "model", by: Sequence[str] = ("dataset",),
                  level: float = 0.95) -> pd.DataFrame:
     """Per group and model: ``mean_rank, median_rank, low, high`` (percentile interval) and ``p_first`` (the
-    fraction of replicates ranking the model first, ties counted)."""
+    fraction of replicates in which the model has the best rank of its replicate, so every model of a tie for
+    first counts, however many share it)."""
     by = list(by)
     _need(boot, [model, "rank", *by])
     a = (1 - level) / 2
@@ -101,7 +95,10 @@ def rank_summary(boot: pd.DataFrame, *, model: str = "model", by: Sequence[str] 
     out = g.agg(mean_rank="mean", median_rank="median").reset_index()
     out["low"] = g.quantile(a).to_numpy()
     out["high"] = g.quantile(1 - a).to_numpy()
-    out["p_first"] = g.apply(lambda r: float(np.mean(r <= 1.5))).to_numpy()
+    # first = sharing the best rank of its replicate: with ties averaged, a three-way tie for first has rank 2
+    best = boot.groupby([*by, "replicate"], observed=True)["rank"].transform("min")
+    first = (boot["rank"] == best).astype(float)
+    out["p_first"] = first.groupby([boot[c] for c in [*by, model]], observed=True).mean().to_numpy()
     return out
 
 

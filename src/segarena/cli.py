@@ -181,10 +181,22 @@ def cmd_compare(a: argparse.Namespace) -> int:
     print(leaderboard_text(load_results(a.results)["runs"]))
     _log_command(a, a.argv)
     paths = build_report(a.results)
+    _print_verdicts(paths)
     print(f"\nreport: {paths['html']}")
     if failed:
         print(f"{len(failed)} run(s) failed; see the report or the runs' status.json", file=sys.stderr)
     return 1 if failed and len(failed) == len(rows) else 0
+
+
+def _print_verdicts(paths: dict[str, Any]) -> None:
+    """The report's caveats, then its verdict sentences, as printed at the end of compare/demo/report/study."""
+    rep = json.loads(paths["json"].read_text())
+    if rep.get("caveats"):
+        print("\nCaveats:")
+        for c in rep["caveats"]:
+            print(f"  ! {c}")
+    for line in rep.get("summary", []):
+        print(f"\n{line}")
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -192,6 +204,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     paths = build_report(a.results_dir, a.out)
     print(leaderboard_text(load_results(a.results_dir)["runs"]))
+    _print_verdicts(paths)
     print(f"\nreport: {paths['html']}\nmarkdown: {paths['markdown']}")
     return 0
 
@@ -210,7 +223,9 @@ def cmd_study_run(a: argparse.Namespace) -> int:
         print("\nlearning rates chosen on validation: " +
               ", ".join(f"{k.replace('|', ' on ')}: {v:g}" for k, v in sorted(out.chosen_lr.items())))
     _log_command(a, a.argv)
-    print(f"\nreport: {build_report(a.results)['html']}")
+    paths = build_report(a.results)
+    _print_verdicts(paths)
+    print(f"\nreport: {paths['html']}")
     if out.failed:
         print(f"{len(out.failed)} run(s) failed after retries; `segarena study status {a.results}` lists them",
               file=sys.stderr)
@@ -315,6 +330,29 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"{summary['cases']} cases, classes {', '.join(summary['labels'][1:])}")
         for k, v in summary["metrics"].items():
             print(f"  {k:<16}{v:.4f}")
+    return 0
+
+
+def cmd_add_method(a: argparse.Namespace) -> int:
+    """Score an external method's predicted masks for one fold and store them as a run (family ``external``)."""
+    from .config import RunSpec, apply_overrides
+    from .runner.external import add_method
+
+    bad = [o for o in (a.set or []) if not o.startswith("data.")]
+    if bad:
+        raise ConfigError(f"add-method --set {bad[0]!r}: only data.* settings apply to an external method",
+                          fix="e.g. --set data.num_folds=5 --set data.options.path=/my/folder")
+    d = apply_overrides(RunSpec(), [f"data.name={a.dataset}", f"data.fold={a.fold}", *(a.set or [])]).data
+    res = add_method(a.results_dir, a.name, d.name, d.fold, a.pred, data_root=a.data_root or d.root,
+                     options=d.options, num_folds=d.num_folds, split_seed=d.split_seed, duplicates=d.duplicates,
+                     split=d.split, limit=d.limit)
+    m = res.summary["metrics"]
+    print(f"added {a.name} on {d.name} fold {d.fold}: {res.n_test} test cases scored at native resolution, "
+          f"mDSC {m['mdsc'] * 100:.1f}%, per-case Dice {m['dice_case_mean'] * 100:.1f}%")
+    if res.ignored:
+        print(f"ignored {len(res.ignored)} file(s) of cases outside this fold's test split, e.g. "
+              f"{', '.join(res.ignored[:3])}")
+    print(f"run: {res.store.dir}\nnext: segarena report {a.results_dir}")
     return 0
 
 
@@ -518,6 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write per-case records to this .parquet or .csv file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("add-method", help="score another tool's predicted masks for one fold; store them as a run")
+    p.add_argument("results_dir", metavar="RESULTS", help="results folder (created if new)")
+    p.add_argument("--name", required=True, help="the method's name in the report, e.g. nnunet-2d")
+    p.add_argument("--dataset", required=True, help="registered dataset name (e.g. kvasir-seg, folder)")
+    p.add_argument("--fold", type=int, required=True, help="the test fold the masks were predicted for")
+    p.add_argument("--pred", required=True, help="folder of predicted masks, one per test case, named by case id")
+    p.add_argument("--data-root", help="folder holding the datasets (default: SEGARENA_DATA_ROOT)")
+    p.add_argument("--set", action="append", metavar="data.KEY=VALUE",
+                   help="split settings of the runs to compare with, e.g. data.num_folds=5, data.options.path=...")
+    p.set_defaults(fn=cmd_add_method)
 
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)

@@ -29,13 +29,24 @@ def test_report_contents(results):
     html = (results / "report" / "report.html").read_text()
     md = (results / "report" / "report.md").read_text()
     tex = (results / "report" / "report.tex").read_text()
-    for section in ("Summary", "Leaderboard", "Per-class Dice", "Pairwise comparisons",
+    for section in ("Caveats", "Summary", "Leaderboard", "Per-class Dice", "Pairwise comparisons",
                     "Critical difference and rank stability", "Bootstrap ranks", "Accuracy versus cost",
                     "Training curves", "Best and worst test cases", "Data curation", "Protocol", "Environment",
                     "Commands that produced these results"):
         assert f"<h2>{section}</h2>" in html, section
         assert f"## {section}" in md, section
-    assert re.search(r"On kvasir-seg, \S+ has the highest mDSC", html)
+    # one verdict metric, named in the sentence; the smoke preset and 2 of 5 folds are caveats at the top
+    assert re.search(r"On kvasir-seg, \S+ has the highest mean per-case Dice: [\d.]+% \(95% CI", html)
+    assert html.index("<h2>Caveats</h2>") < html.index("<h2>Summary</h2>")
+    assert "reduced protocol" in html and "2 folds of the planned 5" in html
+    import json
+
+    rep = json.loads((results / "report" / "report.json").read_text())
+    d = rep["datasets"]["kvasir-seg"]
+    assert d["metric"] == "dice_case_mean" and d["anchor"] in ("tiny-unet", "tiny-fcn", "segformer-b0")
+    assert set(d["models"]) == {"tiny-unet", "tiny-fcn", "segformer-b0"} - {d["anchor"]}
+    assert all(r["relation"] in ("better", "tied", "worse") for r in d["models"].values())
+    assert html.count("Consensus ranking") == md.count("Consensus ranking") <= 1
     assert "segarena compare --models tiny-unet,tiny-fcn,segformer-b0" in html
     assert "\\begin{tabular}" in tex and "\\toprule" in tex and "kvasir-seg" in tex
     # every embedded image is a decodable PNG

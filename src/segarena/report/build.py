@@ -78,7 +78,8 @@ def leaderboard_text(runs: pd.DataFrame) -> str:
         for _, r in part.iterrows():
             lines.append(f"  {r['model']:<26}{r['family']:<9}{_fmt(r['mdsc_mean'], r['mdsc_std']):>14}"
                          f"{_fmt(r['dice_case_mean_mean'], r['dice_case_mean_std']):>14}"
-                         f"{_fmt(r['miou_mean'], r['miou_std']):>14}{r['params_m']:>8.1f}M")
+                         f"{_fmt(r['miou_mean'], r['miou_std']):>14}"
+                         + (f"{r['params_m']:>8.1f}M" if r['params_m'] == r['params_m'] else f"{'–':>9}"))
     return "\n".join(lines)
 
 
@@ -110,6 +111,8 @@ def _curves(runs: pd.DataFrame, logs: dict[str, list]) -> dict[str, str]:
 
     out = {}
     for ds, part in runs.groupby("dataset"):
+        if not any(logs.get(n) for n in part["run_name"]):
+            continue  # external methods (add-method) have no training log
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
         for _, r in part.sort_values(["model", "fold"]).iterrows():
             log = logs.get(r["run_name"], [])
@@ -141,31 +144,69 @@ def _gallery(runs: pd.DataFrame) -> dict[tuple[str, str], list[tuple[str, str]]]
 
 
 def build_report(results: str | os.PathLike, out: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``report.tex`` (default: ``<results>/report/``)."""
+    """Write ``report.json`` (the verdicts) and, rendered from it, ``report.md``, ``report.html`` and
+    ``report.tex`` (default: ``<results>/report/``)."""
     from .evidence import Evidence, gather
     from .render import render_html, render_latex, render_markdown
+
+    from .verdicts import to_json
 
     res = load_results(results)
     runs = res["runs"]
     out_dir = Path(out) if out else res["root"] / "report"
+    ev = gather(runs, res["root"], failed=res["failed"]) if not runs.empty else \
+        Evidence(cases=pd.DataFrame(), report=_empty_report(res["failed"]))
+    lb = leaderboard(runs)
+    ev.report["leaderboard"] = leaderboard_records(lb, ev.report)
     ctx = {
-        "lb": leaderboard(runs), "pc": _per_class(runs) if not runs.empty else pd.DataFrame(),
+        "report": ev.report, "pc": _per_class(runs) if not runs.empty else pd.DataFrame(),
         "curves": _curves(runs, res["logs"]) if not runs.empty else {},
-        "gallery": _gallery(runs) if not runs.empty else {}, "failed": res["failed"], "search": res["search"],
-        "chosen_lr": res["chosen_lr"],
-        "evidence": gather(runs, res["root"]) if not runs.empty else Evidence(cases=pd.DataFrame()),
+        "gallery": _gallery(runs) if not runs.empty else {}, "search": res["search"],
+        "chosen_lr": res["chosen_lr"], "evidence": ev,
         "protocols": _protocols(runs), "environment": _environment(runs), "commands": _commands(res["root"]),
     }
-    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "latex": out_dir / "report.tex"}
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html",
+             "latex": out_dir / "report.tex"}
+    text = to_json(ev.report)
+    write_text(paths["json"], text)
+    ctx["report"] = json.loads(text)  # the three renderings read the written verdicts, nothing else
     write_text(paths["markdown"], render_markdown(ctx))
     write_text(paths["html"], render_html(ctx))
     write_text(paths["latex"], render_latex(ctx))
     return paths
 
 
+def _empty_report(failed: pd.DataFrame) -> dict[str, Any]:
+    from .verdicts import build_verdicts
+
+    return build_verdicts(pd.DataFrame(), pd.DataFrame(), failed)
+
+
+def leaderboard_records(lb: pd.DataFrame, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The leaderboard as plain records for ``report.json``: the per-fold mean ± std of the summaries, plus
+    the verdict metric and pooled mDSC (with CIs) on the common cases and the mark; ordered by the verdict."""
+    from .verdicts import MARKS
+
+    rows = []
+    for _, r in lb.iterrows():
+        d = report["datasets"].get(r["dataset"], {})
+        m = r["model"]
+        rel = "anchor" if d.get("anchor") == m else d.get("models", {}).get(m, {}).get("relation")
+        rows.append({"dataset": r["dataset"], "model": m, "family": r["family"], "runs": int(r["folds"]),
+                     **{c: (None if pd.isna(r[c]) else float(r[c])) for c in lb.columns
+                        if c.endswith(("_mean", "_std")) or c in ("params_m", "train_min")},
+                     "verdict": d.get("estimates", {}).get(m), "pooled_mdsc": d.get("pooled_mdsc", {}).get(m),
+                     "relation": rel, "mark": MARKS.get(rel, "") if rel else ""})
+    order = {(ds, m): -(r["verdict"]["estimate"] if r["verdict"] else -1.0)
+             for r in rows for ds, m in [(r["dataset"], r["model"])]}
+    return sorted(rows, key=lambda r: (r["dataset"], order[(r["dataset"], r["model"])], r["model"]))
+
+
 def _protocols(runs: pd.DataFrame) -> list[dict[str, Any]]:
     seen, out = set(), []
-    for d in runs.get("dir", []):
+    for d, fam in zip(runs.get("dir", []), runs.get("family", [])):
+        if fam == "external":  # scored masks: segarena's protocol did not produce them
+            continue
         spec = json.loads((Path(d) / "spec.json").read_text())
         key = json.dumps(spec["protocol"], sort_keys=True)
         if key not in seen:

@@ -33,28 +33,22 @@ def fig_png(fig) -> str:
 
 @dataclass
 class Evidence:
-    cases: pd.DataFrame  # one row per (model, dataset, fold, seed, case): dice, num, den, hd95, nsd
-    ci: pd.DataFrame = field(default_factory=pd.DataFrame)  # pooled mDSC with bootstrap CI per model and dataset
-    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
-    sentences: list[str] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)  # plain-language lines for the top of the report
-    marks: dict[tuple[str, str], str] = field(default_factory=dict)  # (dataset, model) -> ★ / ≈ / ↓
+    cases: pd.DataFrame  # one row per (model, dataset, fold, seed, case): dice, num, den, hd95, nsd, ref_empty
     friedman: dict[str, Any] | None = None
     figures: dict[str, str] = field(default_factory=dict)  # name -> base64 PNG
-    ranks: pd.DataFrame = field(default_factory=pd.DataFrame)
-    consensus: pd.DataFrame = field(default_factory=pd.DataFrame)
     variance: pd.DataFrame = field(default_factory=pd.DataFrame)
     cross: dict[str, pd.DataFrame] = field(default_factory=dict)
     xai: pd.DataFrame = field(default_factory=pd.DataFrame)
     xai_images: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     curation: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # the verdicts: report.json (verdicts.build_verdicts)
 
 
 def case_table(runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for d in runs["dir"]:
         rec = pd.read_parquet(Path(d) / "records.parquet")
-        agg = {"dice": "mean", "tp": "sum", "fp": "sum", "fn": "sum"}
+        agg = {"dice": "mean", "tp": "sum", "fp": "sum", "fn": "sum", "ref_empty": "all"}
         for c in ("hd95", "nsd", "assd"):
             if c in rec:
                 agg[c] = "mean"
@@ -66,14 +60,17 @@ def case_table(runs: pd.DataFrame) -> pd.DataFrame:
     return cases
 
 
-def gather(runs: pd.DataFrame, root: Path, alpha: float = 0.05, n_boot: int = 1000) -> Evidence:
+def gather(runs: pd.DataFrame, root: Path, alpha: float = 0.05, n_boot: int = 1000,
+           failed: pd.DataFrame | None = None) -> Evidence:
+    """All evidence of a report; the verdicts (``ev.report``) follow the one rule of :mod:`.verdicts`."""
+    from .verdicts import build_verdicts
+
+    failed = pd.DataFrame() if failed is None else failed
     ev = Evidence(cases=case_table(runs) if not runs.empty else pd.DataFrame())
+    ev.report = build_verdicts(ev.cases, runs, failed, alpha=alpha, n_boot=n_boot)
     if ev.cases.empty:
         return ev
-    cases = ev.cases
-    ev.ci = stats.ci_table(cases, num="num", den="den", by=("dataset", "model"), strata="fold", n_boot=n_boot)
-    _comparisons(ev, alpha, n_boot)
-    _ranking(ev, n_boot)
+    _ranking(ev)
     _variance(ev)
     _pareto(ev, runs)
     _cross(ev, root)
@@ -82,70 +79,37 @@ def gather(runs: pd.DataFrame, root: Path, alpha: float = 0.05, n_boot: int = 10
     return ev
 
 
-def _comparisons(ev: Evidence, alpha: float, n_boot: int) -> None:
-    cases = ev.cases
-    multi = cases.groupby("dataset")["model"].nunique()
-    if (multi < 2).all():
-        for ds, g in ev.ci.groupby("dataset"):
-            r = g.iloc[0]
-            ev.summary.append(f"On {ds}, only {r['model']} was evaluated: mDSC {r['estimate'] * 100:.1f}% "
-                              f"(95% CI {r['low'] * 100:.1f}–{r['high'] * 100:.1f}).")
+def _ranking(ev: Evidence) -> None:
+    """Rank-distribution figure from the verdicts' shared replicates; Friedman + Nemenyi on the verdict metric."""
+    dsets = {ds: d for ds, d in ev.report["datasets"].items() if d.get("anchor") and len(d["models_compared"]) > 1}
+    if not dsets:
         return
-    ev.comparisons = stats.pairwise_comparisons(cases, "dice", pair_on=("case_id", "fold"), by=("dataset",),
-                                                alpha=alpha, n_boot=n_boot)
-    ev.sentences = stats.describe_comparisons(ev.comparisons, "per-case Dice")
-    for ds, g in ev.ci.groupby("dataset"):
-        g = g.sort_values("estimate", ascending=False)
-        best = g.iloc[0]["model"]
-        ev.marks[(ds, best)] = "★"
-        tied, worse = [], []
-        comp = ev.comparisons[ev.comparisons["dataset"] == ds]
-        for m in g["model"].iloc[1:]:
-            row = comp[((comp["model_a"] == best) & (comp["model_b"] == m)) |
-                       ((comp["model_a"] == m) & (comp["model_b"] == best))]
-            if row.empty or not np.isfinite(row.iloc[0]["p_holm"]):
-                continue
-            p = row.iloc[0]["p_holm"]
-            if p >= alpha:
-                ev.marks[(ds, m)] = "≈"
-                tied.append(f"{m} (p={p:.2g})")
-            else:
-                ev.marks[(ds, m)] = "↓"
-                worse.append(f"{m} (p={p:.2g})" if p >= 0.001 else f"{m} (p<0.001)")
-        b = g.iloc[0]
-        line = (f"On {ds}, {best} has the highest mDSC, {b['estimate'] * 100:.1f}% (95% CI "
-                f"{b['low'] * 100:.1f}–{b['high'] * 100:.1f}).")
-        if tied:
-            line += f" Statistically tied with it on per-case Dice: {', '.join(tied)}."
-        if worse:
-            line += f" Significantly worse: {', '.join(worse)}."
-        ev.summary.append(line + " (Wilcoxon signed-rank on the same test cases, Holm-corrected.)")
-
-
-def _ranking(ev: Evidence, n_boot: int) -> None:
-    cases = ev.cases
-    if cases["model"].nunique() < 2:
+    parts = []
+    for ds, d in dsets.items():
+        reps = d["rank_replicates"]
+        parts.append(pd.DataFrame({"dataset": ds, "replicate": np.repeat(np.arange(reps.shape[0]), reps.shape[1]),
+                                   "model": np.tile(np.asarray(d["models_compared"], dtype=object), reps.shape[0]),
+                                   "rank": reps.ravel()}))
+    boot = pd.concat(parts, ignore_index=True)
+    ev.figures["rank_stability"] = fig_png(stats.rank_blob_plot(
+        boot, by="dataset", title="bootstrap rank distributions (per-case Dice, common cases)"))
+    # Friedman + Nemenyi over the models present in every dataset, on their common cases' per-case Dice
+    models = set.intersection(*(set(d["models_compared"]) for d in dsets.values()))
+    if len(models) < 3:  # Friedman + Nemenyi compare three or more models; two: see the paired tests
         return
-    full = stats.rank_table(cases, "dice", by=("dataset",))
-    ev.consensus = stats.consensus_ranking(full)
-    boot = stats.bootstrap_ranks(cases, "dice", pair_on=("case_id", "fold"), by=("dataset",), n_boot=n_boot)
-    ev.ranks = stats.rank_summary(boot, by=("dataset",))
-    ev.figures["rank_stability"] = fig_png(stats.rank_blob_plot(boot, by="dataset",
-                                                                title="bootstrap rank distributions"))
-    datasets = cases["dataset"].nunique()
-    models_everywhere = cases.groupby("model")["dataset"].nunique()
-    models_everywhere = models_everywhere[models_everywhere == datasets].index
-    sub = cases[cases["model"].isin(models_everywhere)]
-    if len(models_everywhere) < 3:  # Friedman + Nemenyi compare three or more models; two: see pairwise tests
-        return
-    if datasets >= 3:  # Demšar: blocks are datasets, scores the pooled mDSC
-        pooled = ev.ci[ev.ci["model"].isin(models_everywhere)].rename(columns={"estimate": "mdsc"})
-        res = stats.friedman_nemenyi(pooled, "mdsc", block=("dataset",))
-        blocks = f"{datasets} datasets (pooled mDSC)"
-    else:  # too few datasets for a meaningful test: blocks are the test cases
+    cases = ev.cases[ev.cases["model"].isin(models) & ev.cases["dataset"].isin(list(dsets))]
+    cases = cases.groupby(["dataset", "model", "fold", "case_id"], as_index=False)["dice"].mean()
+    wide = cases.pivot_table(index=["dataset", "fold", "case_id"], columns="model", values="dice").dropna()
+    sub = wide.stack().rename("dice").reset_index()
+    if len(dsets) >= 3:  # Demšar: blocks are datasets, one score per model and dataset
+        res = stats.friedman_nemenyi(sub, "dice", block=("dataset",))
+        blocks = f"{len(dsets)} datasets (one mean per dataset)"
+    else:  # too few datasets for a meaningful test: blocks are the common test cases
         res = stats.friedman_nemenyi(sub, "dice", block=("dataset", "fold", "case_id"))
-        blocks = f"{res.n_blocks} test cases (per-case Dice), since fewer than 3 datasets"
+        blocks = f"{res.n_blocks} common test cases, since fewer than 3 datasets"
     ev.friedman = {**res.to_dict(), "blocks": blocks}
+    ev.report["friedman"] = {"metric": "dice_case_mean", "blocks": blocks, "p": res.p, "cd": res.cd,
+                             "alpha": res.alpha, "avg_ranks": res.avg_ranks, "n_blocks": res.n_blocks}
     ev.figures["cd_diagram"] = fig_png(stats.cd_diagram(res.avg_ranks, res.cd,
                                                         title=f"Nemenyi CD = {res.cd:.2f} over {blocks}"))
 
@@ -218,7 +182,9 @@ def _xai(ev: Evidence, runs: pd.DataFrame) -> None:
     if not frames:
         return
     df = pd.concat(frames, ignore_index=True)
-    cols = [c for c in ("energy_in_gt", "deletion_auc") if c in df]
+    if "energy_in_gt" in df and "energy_share" not in df:  # measures written before the column was renamed
+        df = df.rename(columns={"energy_in_gt": "energy_share"})
+    cols = [c for c in ("energy_share", "deletion_auc") if c in df]
     out = []
     for c in cols:
         t = stats.ci_table(df.dropna(subset=[c]), value=c, by=("dataset", "model"), n_boot=500)

@@ -22,24 +22,61 @@ def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
         f"{mean * scale:.{digits}f}"
 
 
-LB_HEAD = ["dataset", "model", "family", "mDSC % (mean ± std over folds)", "mDSC % pooled [95% CI]", "vs best",
-           "case Dice %", "mIoU %", "HD95", "NSD %", "folds", "params (M)", "train (min/run)"]
-MARKS = {"★": "best", "≈": "tied with best", "↓": "significantly worse than best"}
+LB_HEAD = ["dataset", "model", "family", "per-case Dice % [95% CI] (verdict)", "vs anchor",
+           "mDSC % pooled [95% CI]", "mDSC % (mean ± std over runs)", "case Dice % (mean ± std over runs)", "mIoU %",
+           "HD95", "NSD %", "runs", "params (M)", "train (min/run)"]
+MARKS = {"★": "anchor (highest per-case Dice)", "≈": "statistically tied with the anchor",
+         "↓": "significantly worse than the anchor", "↑": "significantly better than the anchor"}
+
+
+def _ci(rec: dict[str, Any] | None) -> str:
+    if not rec or rec.get("estimate") is None:
+        return "–"
+    lo, hi = rec["ci"]
+    return f"{_pct(rec['estimate'])} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def leaderboard_rows(ctx: dict[str, Any]) -> list[list[str]]:
-    lb, ev = ctx["lb"], ctx["evidence"]
-    ci = {(r["dataset"], r["model"]): r for _, r in ev.ci.iterrows()} if not ev.ci.empty else {}
+    """Leaderboard rows from ``report.json``'s ``leaderboard`` records (so every rendering shows the same)."""
     rows = []
-    for _, r in lb.iterrows():
-        c = ci.get((r["dataset"], r["model"]))
-        pooled = f"{c['estimate'] * 100:.1f} [{c['low'] * 100:.1f}, {c['high'] * 100:.1f}]" if c is not None else "–"
-        rows.append([r["dataset"], r["model"], r["family"], _pm(r["mdsc_mean"], r["mdsc_std"]), pooled,
-                     ev.marks.get((r["dataset"], r["model"]), ""),
-                     _pm(r["dice_case_mean_mean"], r["dice_case_mean_std"]), _pm(r["miou_mean"], r["miou_std"]),
-                     _pm(r.get("hd95_mean_mean", float("nan")), r.get("hd95_mean_std", float("nan")), 1.0),
-                     _pm(r.get("nsd_mean_mean", float("nan")), r.get("nsd_mean_std", float("nan"))),
-                     str(int(r["folds"])), f"{r['params_m']:.1f}", f"{r['train_min']:.1f}"])
+    for r in ctx["report"].get("leaderboard", []):
+        g = lambda k: _num(r.get(k))  # noqa: E731
+        rows.append([r["dataset"], r["model"], r["family"], _ci(r["verdict"]), r["mark"], _ci(r["pooled_mdsc"]),
+                     _pm(g("mdsc_mean"), g("mdsc_std")), _pm(g("dice_case_mean_mean"), g("dice_case_mean_std")),
+                     _pm(g("miou_mean"), g("miou_std")), _pm(g("hd95_mean_mean"), g("hd95_mean_std"), 1.0),
+                     _pm(g("nsd_mean_mean"), g("nsd_mean_std")), str(r["runs"]),
+                     "–" if math.isnan(g("params_m")) else f"{g('params_m'):.1f}",
+                     "–" if math.isnan(g("train_min")) else f"{g('train_min'):.1f}"])
+    return rows
+
+
+def _verdict_sections(rep: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Caveats, summary, leaderboard note, pairwise sentences, ranks and consensus: all from ``report.json``."""
+    out: list[tuple[str, str, Any]] = []
+    if rep.get("caveats"):
+        out.append(("Caveats", "list", list(rep["caveats"])))
+    summary = list(rep.get("summary") or ["No complete test runs yet."])
+    f = rep.get("friedman")
+    if f:
+        summary.append(f"Across the models evaluated everywhere, Friedman test on per-case Dice over {f['blocks']}: "
+                       f"p={f['p']:.2g}; models whose average ranks differ by less than the critical difference "
+                       f"{f['cd']:.2f} are not significantly different (Nemenyi, alpha {f['alpha']}).")
+    out.append(("Summary", "list", summary))
+    return out
+
+
+def _rank_rows(rep: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for ds, d in rep.get("datasets", {}).items():
+        if len(d.get("models_compared", [])) < 2 or not d.get("ranks"):
+            continue
+        for m, r in sorted(d["ranks"].items(), key=lambda kv: (kv[1]["rank"], kv[0])):
+            rows.append([ds, m, f"{r['rank']:g}", f"{r['mean_rank']:.2f}", f"{r['ci'][0]:g}–{r['ci'][1]:g}",
+                         f"{r['p_first']:.2f}", str(d["n_cases"]), str(d["n_folds"])])
     return rows
 
 
@@ -56,37 +93,40 @@ def _search_rows(search: pd.DataFrame, chosen: dict[tuple[str, str], float]) -> 
 
 def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(title, kind, payload) in reading order; kind: para, list, table, images, gallery, code."""
-    ev = ctx["evidence"]
-    out: list[tuple[str, str, Any]] = []
-    summary = ev.summary or ["No complete test runs yet."]
-    if ev.friedman:
-        f = ev.friedman
-        summary.append(f"Across all models, Friedman test over {f['blocks']}: p={f['p']:.2g}; models whose average "
-                       f"ranks differ by less than the critical difference {f['cd']:.2f} are not significantly "
-                       f"different (Nemenyi, alpha {f['alpha']}).")
-    if not ev.consensus.empty and ev.cases["dataset"].nunique() > 1:
-        summary.append("Consensus ranking across datasets (mean rank): " + ", ".join(
-            f"{r.model} ({r.mean_rank:.1f})" for r in ev.consensus.itertuples()) + ".")
-    out.append(("Summary", "list", summary))
+    ev, rep = ctx["evidence"], ctx["report"]
+    out = _verdict_sections(rep)
     out.append(("Leaderboard", "table", (LB_HEAD, leaderboard_rows(ctx),
-               "mDSC: " + DESCRIPTIONS["mdsc"] + ". Pooled CI: percentile bootstrap over test cases (stratified by "
-               "fold). vs best: ★ best, ≈ statistically tied with the best, ↓ significantly worse (Wilcoxon "
-               "signed-rank on per-case Dice, Holm). HD95 in mm where the pixel size is known, else pixels.")))
+               "Verdict metric: per-case Dice (mean over foreground classes of each case; empty-mask policy applies), "
+               "mean over the test cases every model has, 95% percentile-bootstrap CI over cases (stratified by "
+               "fold). vs anchor: " + ", ".join(f"{k} {v}" for k, v in MARKS.items()) + " (two-sided Wilcoxon "
+               "signed-rank on the paired per-case Dice, Holm-adjusted over the dataset's pairs, alpha "
+               f"{rep.get('alpha', 0.05)}). mDSC: " + DESCRIPTIONS["mdsc"] + ", descriptive only, CI on the same "
+               "bootstrap draws. mean ± std: over the runs (folds, seeds), as in the paper's table. HD95 in mm "
+               "where the pixel size is known, else pixels.")))
     pc = ctx["pc"]
     if not pc.empty:
         out.append(("Per-class Dice", "table", (["dataset", "class", "model", "Dice % (pooled per fold, mean ± std)"],
                     [[r["dataset"], r["class"], r["model"], _pm(r["mean"], r["std"])] for _, r in pc.iterrows()],
                     "")))
-    if ev.sentences:
-        out.append(("Pairwise comparisons", "list", ev.sentences))
+    if rep.get("pairwise"):
+        out.append(("Pairwise comparisons", "list", list(rep["pairwise"])))
     figs = [(k, v) for k, v in ev.figures.items() if k in ("cd_diagram", "rank_stability")]
     if figs:
         title = "Critical difference and rank stability" if "cd_diagram" in ev.figures else "Rank stability"
         out.append((title, "images", figs))
-    if not ev.ranks.empty:
-        out.append(("Bootstrap ranks", "table", (["dataset", "model", "mean rank", "95% interval", "P(rank 1)"],
-                    [[r.dataset, r.model, f"{r.mean_rank:.2f}", f"{r.low:.0f}–{r.high:.0f}", f"{r.p_first:.2f}"]
-                     for r in ev.ranks.itertuples()], "")))
+    ranks = _rank_rows(rep)
+    if ranks:
+        out.append(("Bootstrap ranks", "table", (["dataset", "model", "rank", "mean rank", "95% interval",
+                                                 "P(rank 1)", "cases", "folds"], ranks,
+                    "Ranks on per-case Dice over the common cases (1 = best, ties share the mean rank), in each "
+                    "bootstrap replicate of the cases; P(rank 1) counts every model sharing the best rank.")))
+    cons = rep.get("consensus")
+    if cons:
+        out.append(("Consensus ranking", "table", (["consensus rank", "model", "mean rank", "datasets"],
+                    [[str(r["consensus_rank"]), r["model"], f"{r['mean_rank']:.2f}", str(r["n_datasets"])]
+                     for r in cons["ranking"]],
+                    f"Mean of the per-dataset ranks on per-case Dice over {cons['n_datasets']} datasets "
+                    "(challengeR's 'average' consensus).")))
     if not ev.variance.empty:
         out.append(("Seed versus fold variance", "table", (list(ev.variance.columns),
                     [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
@@ -112,7 +152,7 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
     if not ev.xai.empty:
         out.append(("Explainability (Grad-CAM)", "table", (["dataset", "model", "measure", "mean [95% CI]", "cases"],
                     [[r.dataset, r.model, r.measure, f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]", str(r.n)]
-                     for r in ev.xai.itertuples()], "energy_in_gt: share of CAM energy inside the reference region "
+                     for r in ev.xai.itertuples()], "energy_share: share of CAM energy inside the reference region "
                                                     "(higher is better); deletion_auc: area under the deletion curve "
                                                     "(lower is more faithful)")))
     if ev.xai_images:
@@ -138,10 +178,11 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
     out.append(("Environment", "code", json.dumps(env, indent=1, sort_keys=True)))
     if ctx["commands"]:
         out.append(("Commands that produced these results", "code", "\n".join(ctx["commands"])))
-    failed = ctx["failed"]
-    if not failed.empty:
-        out.append(("Runs not complete", "table", (["run", "state", "error"],
-                    [[r["run"], r["state"], str(r["error"])] for _, r in failed.iterrows()], "")))
+    missing = rep.get("missing_runs", [])
+    if missing:
+        out.append(("Runs not complete", "table", (["run", "model", "dataset", "fold", "state", "error"],
+                    [[r["run"], r["model"], r["dataset"], str(r["fold"]), r["state"], str(r["error"])]
+                     for r in missing], "Not part of any comparison above.")))
     return out
 
 
@@ -221,7 +262,7 @@ def render_html(ctx: dict[str, Any]) -> str:
 # ---- LaTeX ----------------------------------------------------------------------------------------------------
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("★", r"$\star$"), ("≈", r"$\approx$"), ("↓", r"$\downarrow$"),
+                 ("±", r"$\pm$"), ("★", r"$\star$"), ("≈", r"$\approx$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"),
                  ("–", "--")):
         s = s.replace(a, b)
     return s
@@ -230,10 +271,13 @@ def _tex(s: str) -> str:
 def render_latex(ctx: dict[str, Any]) -> str:
     """The leaderboard and per-class tables as booktabs tables, ready for a paper."""
     rows = leaderboard_rows(ctx)
-    cols = [0, 1, 3, 4, 5, 8, 9, 11]
+    cols = [0, 1, 3, 4, 5, 6, 9, 10]
     head = [LB_HEAD[i] for i in cols]
-    lines = [r"% generated by segarena; needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
-             r"\caption{Test results (mean $\pm$ std over folds; pooled mDSC with 95\% bootstrap CI).}",
+    lines = [r"% generated by segarena from report.json; needs \usepackage{booktabs}", r"\begin{table}[t]",
+             r"\centering",
+             r"\caption{Test results. Verdict metric: per-case Dice with 95\% bootstrap CI on the cases every "
+             r"model has; marks: $\star$ anchor, $\approx$ tied, $\downarrow$ significantly worse (Wilcoxon, Holm). "
+             r"Pooled mDSC with its CI, and mean $\pm$ std over runs, are descriptive.}",
              r"\begin{tabular}{" + "l" * 2 + "r" * (len(cols) - 2) + "}", r"\toprule",
              " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
     lines += [" & ".join(_tex(str(r[i])) for i in cols) + r" \\" for r in rows]

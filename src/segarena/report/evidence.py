@@ -184,12 +184,20 @@ def _xai(ev: Evidence, runs: pd.DataFrame) -> None:
     df = pd.concat(frames, ignore_index=True)
     if "energy_in_gt" in df and "energy_share" not in df:  # measures written before the column was renamed
         df = df.rename(columns={"energy_in_gt": "energy_share"})
+    if "method" not in df:
+        df = df.assign(method="gradcam")
     cols = [c for c in ("energy_share", "deletion_auc") if c in df]
     out = []
     for c in cols:
-        t = stats.ci_table(df.dropna(subset=[c]), value=c, by=("dataset", "model"), n_boot=500)
+        part = df.dropna(subset=[c])
+        if part.empty:
+            continue
+        t = stats.ci_table(part, value=c, by=("dataset", "model", "method"), n_boot=500)
         out.append(t.assign(measure=c))
     ev.xai = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    ev.report["xai"] = [{"dataset": r.dataset, "model": r.model, "method": r.method, "measure": r.measure,
+                         "estimate": float(r.estimate), "ci": [float(r.low), float(r.high)], "n_cases": int(r.n)}
+                        for r in ev.xai.itertuples()]
 
 
 def _curation(ev: Evidence, runs: pd.DataFrame) -> None:

@@ -64,7 +64,9 @@ def _verdict_sections(rep: dict[str, Any]) -> list[tuple[str, str, Any]]:
     if f:
         summary.append(f"Across the models evaluated everywhere, Friedman test on per-case Dice over {f['blocks']}: "
                        f"p={f['p']:.2g}; models whose average ranks differ by less than the critical difference "
-                       f"{f['cd']:.2f} are not significantly different (Nemenyi, alpha {f['alpha']}).")
+                       f"{f['cd']:.2f} are not significantly different (Nemenyi, alpha {f['alpha']})." +
+                       (" Indicative only: fewer than 20 paired cases." if any(
+                           d.get("qualified") for d in rep.get("datasets", {}).values()) else ""))
     out.append(("Summary", "list", summary))
     return out
 
@@ -149,12 +151,14 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
         out.append(("Training curves", "images", list(ctx["curves"].items())))
     if ctx["gallery"]:
         out.append(("Best and worst test cases", "gallery", ctx["gallery"]))
-    if not ev.xai.empty:
-        out.append(("Explainability (Grad-CAM)", "table", (["dataset", "model", "measure", "mean [95% CI]", "cases"],
-                    [[r.dataset, r.model, r.measure, f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]", str(r.n)]
-                     for r in ev.xai.itertuples()], "energy_share: share of CAM energy inside the reference region "
-                                                    "(higher is better); deletion_auc: area under the deletion curve "
-                                                    "(lower is more faithful)")))
+    if rep.get("xai"):
+        out.append(("Explainability (Grad-CAM)", "table", (["dataset", "model", "method", "measure",
+                                                            "mean [95% CI]", "cases"],
+                    [[r["dataset"], r["model"], r["method"], r["measure"],
+                      f"{r['estimate']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", str(r["n_cases"])]
+                     for r in rep["xai"]], "energy_share: share of CAM energy inside the reference region "
+                                           "(higher is better); deletion_auc: area under the deletion curve "
+                                           "(lower is more faithful)")))
     if ev.xai_images:
         out.append(("Grad-CAM galleries", "gallery", {(k, ""): v for k, v in ev.xai_images.items()}))
     if not ctx["search"].empty:

@@ -56,9 +56,9 @@ def _spec(d: str) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def _caveats(runs: pd.DataFrame, failed: pd.DataFrame, datasets: dict[str, Any]) -> list[str]:
-    """The design limits of these results, each one sentence (docs/evaluation.md, "Caveat rule")."""
-    out: list[str] = []
+def _protocol_limits(runs: pd.DataFrame) -> tuple[dict[str, set[str]], set[str]]:
+    """Where the trained runs fall below the paper protocol, and which models skipped pretrained weights their
+    card offers: ``({limit: models}, models)``."""
     paper = ProtocolConfig()
     below: dict[str, set[str]] = {}
     scratch: set[str] = set()
@@ -73,14 +73,31 @@ def _caveats(runs: pd.DataFrame, failed: pd.DataFrame, datasets: dict[str, Any])
         if p.get("max_steps_per_epoch"):
             below.setdefault(f"at most {p['max_steps_per_epoch']} steps per epoch (paper protocol: full epochs)",
                              set()).add(r["model"])
-        if not spec.get("model", {}).get("pretrained", False):
+        if not spec.get("model", {}).get("pretrained", False) and _offers_weights(r["model"]):
             scratch.add(r["model"])
+    return below, scratch
+
+
+def _offers_weights(model: str) -> bool:
+    """Whether the model's card lists pretrained weights (unknown models: no)."""
+    try:
+        from ..models import MODELS
+
+        return bool(MODELS.get(model).card.pretrained)
+    except Exception:  # noqa: BLE001 - a model of another installation: no claim either way
+        return False
+
+
+def _caveats(runs: pd.DataFrame, failed: pd.DataFrame, datasets: dict[str, Any]) -> list[str]:
+    """The design limits of these results, each one sentence (docs/evaluation.md, "Caveat rule")."""
+    out: list[str] = []
+    below, scratch = _protocol_limits(runs)
     if below:
         out.append("These runs use a reduced protocol (" + "; ".join(sorted(below)) + "), e.g. the CPU-demo "
                    "preset: they show the pipeline working, not how the architectures compare.")
     if scratch:
-        out.append(f"No pretrained weights were used for {', '.join(sorted(scratch))}: models that are normally "
-                   "fine-tuned from pretrained weights are at a disadvantage.")
+        out.append(f"{', '.join(sorted(scratch))} trained without the pretrained weights their cards offer: "
+                   "such models are normally fine-tuned from them and are at a disadvantage here.")
     for ds, d in datasets.items():
         planned = d.get("planned_folds")
         if planned and d["n_folds"] < planned:
@@ -206,7 +223,7 @@ def _dataset(ds: str, cases: pd.DataFrame, alpha: float, n_boot: int, seed: int)
     return out
 
 
-def sentences(ds: str, d: dict[str, Any], alpha: float = 0.05) -> tuple[str, list[str]]:
+def sentences(ds: str, d: dict[str, Any], alpha: float = 0.05, reduced: bool = False) -> tuple[str, list[str]]:
     """The summary line of one dataset and one sentence per pair, each naming metric, cases and folds."""
     n, k = d["n_cases"], d["n_folds"]
     base = f"{n} paired test cases, {_folds(k)}"
@@ -232,6 +249,8 @@ def sentences(ds: str, d: dict[str, Any], alpha: float = 0.05) -> tuple[str, lis
     line += f" (Wilcoxon signed-rank on the same {n} cases, Holm-adjusted, alpha {alpha}.)"
     if d["qualified"]:
         line += f" Fewer than {MIN_CASES} paired cases: no claim of significance is made."
+    if reduced:
+        line += " These tests concern these reduced-protocol runs only, not the architectures (see Caveats)."
     for note in d["anchor_notes"]:
         line += " Note: " + note
     pair_lines = []
@@ -239,12 +258,13 @@ def sentences(ds: str, d: dict[str, Any], alpha: float = 0.05) -> tuple[str, lis
         m, v = r["model"], r["versus"]
         num = (f"difference {pts(r['difference'])} points (95% CI {pts(r['ci'][0])} to {pts(r['ci'][1])}), "
                f"{fmt_p(r['p_holm'])} Holm, {base}")
-        if r["relation"] == "tied" or d["qualified"]:
-            verb = "is statistically tied with" if r["relation"] == "tied" and not d["qualified"] else \
-                "cannot be distinguished with confidence from" if d["qualified"] else "is tied with"
-            pair_lines.append(f"{m} {verb} {v} on {METRIC_LABEL} on {ds} ({num}).")
+        if d["qualified"]:  # too few paired cases: the direction only, no significance claim
+            verb = {"tied": "is not distinguishable from", "worse": "scored lower (indicative only) than",
+                    "better": "scored higher (indicative only) than"}[r["relation"]]
         else:
-            pair_lines.append(f"{m} is significantly {r['relation']} than {v} on {METRIC_LABEL} on {ds} ({num}).")
+            verb = {"tied": "is statistically tied with", "worse": "is significantly worse than",
+                    "better": "is significantly better than"}[r["relation"]]
+        pair_lines.append(f"{m} {verb} {v} on {METRIC_LABEL} on {ds} ({num}).")
     return line, pair_lines
 
 
@@ -258,11 +278,13 @@ def build_verdicts(cases: pd.DataFrame, runs: pd.DataFrame, failed: pd.DataFrame
     for _, r in runs.iterrows():
         spec = _spec(r["dir"])
         planned[r["dataset"]] = max(planned.get(r["dataset"], 0), int(spec.get("data", {}).get("num_folds", 0)))
+    reduced = bool(_protocol_limits(runs)[0]) if not runs.empty else False
+    report["reduced_protocol"] = reduced
     for ds, g in (cases.groupby("dataset", sort=True) if not cases.empty else []):
         d = _dataset(str(ds), g, alpha, n_boot, seed)
         d["planned_folds"] = planned.get(ds)
         report["datasets"][str(ds)] = d
-        line, pair = sentences(str(ds), d, alpha)
+        line, pair = sentences(str(ds), d, alpha, reduced)
         report["summary"].append(line)
         report["pairwise"] += pair
     dsets = {k: v for k, v in report["datasets"].items() if v["anchor"] is not None}

@@ -202,7 +202,8 @@ def _check_store(results: Path, exp: dict, extra_claims: list[str]) -> dict:
         assert row[3] == f"{_pct(e['estimate'])} [{_pct(e['ci'][0])}, {_pct(e['ci'][1])}]"
         pe = d["pooled_mdsc"][m]
         assert row[5].startswith(_pct(exp["pooled"][m]) + " [")
-        mark = "★" if m == exp["anchor"] else {"tied": "≈", "worse": "↓", "better": "↑"}[exp["rel"][m]["relation"]]
+        marks = {"tied": "≈", "worse": "↓", "better": "↑"}
+        mark = "★" if m == exp["anchor"] else marks[exp["rel"][m]["relation"]]
         assert row[4] == mark, (m, row)
         assert f"<td>{m}</td><td>external</td><td>{row[3]}</td><td>{mark}</td><td>{row[5]}</td>" in page
         assert f"{_pct(pe['estimate'])} [{_pct(pe['ci'][0])}, {_pct(pe['ci'][1])}]" == row[5]
@@ -405,3 +406,52 @@ def test_a_wrong_sentence_fails_the_audit(stores, tmp_path):
     exp = _expected(_test_ids(copy), ["empty", "good", "twin", "worse"], [0, 1])
     with pytest.raises(AssertionError):
         _check_store(copy, exp, [])
+
+
+# ---------------------------------------------------------------- real references: Kvasir-SEG JPEG masks
+@pytest.mark.realdata
+def test_add_method_on_real_kvasir_and_consensus_once(real_data_root, stores, tmp_path, capsys, monkeypatch):
+    """Predictions for real Kvasir-SEG test cases (the reference itself, as PNG; and a shifted copy saved as a
+    noisy JPEG) are scored at native size; Dice recomputed here from the release's JPEG masks (> 127). With a
+    second dataset in the same store the consensus ranking appears exactly once in each rendering."""
+    import shutil
+
+    monkeypatch.setenv("SEGARENA_CACHE", str(tmp_path / "cache"))
+    res = tmp_path / "R"
+    shutil.copytree(stores["A"], res)  # the folder dataset's four methods, then Kvasir-SEG next to it
+    masks = real_data_root / "kvasir-seg" / "masks"
+    ids = sorted(p.stem for p in masks.glob("*.jpg"))[:30]
+    refs = {c: (np.asarray(Image.open(masks / f"{c}.jpg").convert("L")) > 127).astype(np.uint8) for c in ids}
+    preds = {"good": tmp_path / "kg", "worse": tmp_path / "kw"}
+    for p in preds.values():
+        p.mkdir()
+    for c, r in refs.items():
+        Image.fromarray(r * 255).save(preds["good"] / f"{c}.png")
+        Image.fromarray(np.roll(r, r.shape[1] // 8, axis=1) * 255).save(preds["worse"] / f"{c}.jpg", quality=75)
+    for name, p in preds.items():
+        rc = _cli("add-method", res, "--name", name, "--dataset", "kvasir-seg", "--fold", 0, "--pred", p,
+                  "--data-root", real_data_root, "--set", "data.limit=30", "--set", "data.num_folds=3")
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert "ignored 20 file(s)" in out.out
+    assert _cli("report", res) == 0
+    capsys.readouterr()
+    rep = json.loads((res / "report" / "report.json").read_text())
+    k = rep["datasets"]["kvasir-seg"]
+    test = json.loads(next((res / "runs").glob("good__kvasir-seg__*/split.json")).read_text())["test"]
+    dice_good = [1.0] * len(test)
+    dice_worse = [_dice((np.asarray(Image.open(preds["worse"] / f"{c}.jpg").convert("L")) > 127).astype(np.uint8),
+                        refs[c]) for c in test]
+    assert k["anchor"] == "good" and k["n_cases"] == len(test) == 10
+    assert k["estimates"]["good"]["estimate"] == pytest.approx(np.mean(dice_good))
+    assert k["estimates"]["worse"]["estimate"] == pytest.approx(np.mean(dice_worse), abs=1e-12)
+    assert k["qualified"] and any("only 10 paired test cases" in c for c in rep["caveats"])
+    cons = rep["consensus"]
+    assert cons and cons["n_datasets"] == 2
+    ranks = {m: np.mean([rep["datasets"][ds]["ranks"][m]["rank"] for ds in rep["datasets"]
+                         if m in rep["datasets"][ds]["ranks"]]) for m in ("good", "worse")}
+    got = {r["model"]: r["mean_rank"] for r in cons["ranking"]}
+    assert got["good"] == pytest.approx(ranks["good"]) and got["worse"] == pytest.approx(ranks["worse"])
+    md = (res / "report" / "report.md").read_text()
+    page = (res / "report" / "report.html").read_text()
+    assert md.count("Consensus ranking") == 1 and page.count("Consensus ranking") == 1

@@ -266,7 +266,8 @@ def render_html(ctx: dict[str, Any]) -> str:
 # ---- LaTeX ----------------------------------------------------------------------------------------------------
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("★", r"$\star$"), ("≈", r"$\approx$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"),
+                 ("±", r"$\pm$"), ("★", r"$\star$"), ("≈", r"$\approx$"), ("↓", r"$\downarrow$"),
+                 ("↑", r"$\uparrow$"),
                  ("–", "--")):
         s = s.replace(a, b)
     return s

@@ -213,7 +213,8 @@ def _dataset(ds: str, cases: pd.DataFrame, alpha: float, n_boot: int, seed: int)
     top_pooled = max(models, key=lambda m: (out["pooled_mdsc"][m]["estimate"], m == anchor))
     if top_pooled != anchor:
         notes.append(f"On pooled mDSC (the paper's column, descriptive only) {top_pooled} is highest "
-                     f"({pct(out['pooled_mdsc'][top_pooled]['estimate'])}% vs {pct(out['pooled_mdsc'][anchor]['estimate'])}%"
+                     f"({pct(out['pooled_mdsc'][top_pooled]['estimate'])}% vs "
+                     f"{pct(out['pooled_mdsc'][anchor]['estimate'])}%"
                      f" for {anchor}); the verdict metric is {METRIC_LABEL}, on which {anchor} is highest.")
     top_boot = max(models, key=lambda m: (out["ranks"][m]["p_first"], m == anchor))
     if top_boot != anchor and out["ranks"][top_boot]["p_first"] > out["ranks"][anchor]["p_first"]:

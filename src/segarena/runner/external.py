@@ -97,12 +97,13 @@ def add_method(results: str | os.PathLike, name: str, dataset: str, fold: int, p
     for cid, i in sorted(test_ids.items()):
         ref = data.native_mask(i)
         try:
-            p = _as_labels(read_gray(files[cid]), k, files[cid])
+            raw = read_gray(files[cid])
         except SegarenaError:
             raise
         except Exception as exc:  # noqa: BLE001 - an undecodable file is the user's to fix, name it
             raise DataError(f"{files[cid]}: cannot read the mask ({exc})", fix="write PNG/BMP/TIFF/JPEG masks") \
                 from None
+        p = _as_labels(raw, k, files[cid])
         if p.shape != ref.shape:
             wrong.append(f"{files[cid].name} is {p.shape[1]}x{p.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
             continue
@@ -136,7 +137,8 @@ def _store(results, spec: RunSpec, data, sp, rec, records, pred_dir: Path, ignor
         raise SegarenaError(f"{store.dir} is in use by another process", fix="wait for it to finish")
     try:
         store.init()
-        write_json(store.path("split.json"), {k: [data.ids[i] for i in getattr(sp, k)] for k in ("train", "val", "test")}
+        write_json(store.path("split.json"), {k: [data.ids[i] for i in getattr(sp, k)]
+                                              for k in ("train", "val", "test")}
                    | {"duplicates": rec["duplicates"], "removed": rec.get("removed", []),
                       "duplicate_policy": spec.data.duplicates, "split": spec.data.split,
                       "num_folds": spec.data.num_folds, "fold": spec.data.fold})

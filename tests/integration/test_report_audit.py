@@ -455,3 +455,26 @@ def test_add_method_on_real_kvasir_and_consensus_once(real_data_root, stores, tm
     md = (res / "report" / "report.md").read_text()
     page = (res / "report" / "report.html").read_text()
     assert md.count("Consensus ranking") == 1 and page.count("Consensus ranking") == 1
+
+
+def test_missing_study_runs_are_named(stores, tmp_path):
+    """A study's manifest lists a run that never produced a folder and plans runs never started: the report names
+    the missing run, counts the unstarted ones, and still compares only what is there."""
+    import shutil
+
+    res = tmp_path / "A"
+    shutil.copytree(stores["A"], res)
+    present = {p.name: p.name for p in (res / "runs").iterdir()}
+    (res / "studies").mkdir()
+    (res / "studies" / "s.json").write_text(json.dumps({
+        "name": "s", "state": "failed", "expected_runs": len(present) + 3, "chosen_lr": {},
+        "submitted": {**present, "x": "good__folder__f2__s0__deadbeef00"}, "runs": {}}))
+    assert _cli("report", res) == 0
+    rep = json.loads((res / "report" / "report.json").read_text())
+    assert [r["run"] for r in rep["missing_runs"]] == ["good__folder__f2__s0__deadbeef00"]
+    assert rep["missing_runs"][0]["fold"] == "2" and rep["missing_runs"][0]["state"] == "missing"
+    assert any("good on folder fold 2 (missing)" in c for c in rep["caveats"])
+    assert any("study s: 2 of its 11 planned runs were never started" in c for c in rep["caveats"])
+    md = (res / "report" / "report.md").read_text()
+    assert "| good__folder__f2__s0__deadbeef00 | good | folder | 2 | missing |" in md
+    assert rep["datasets"]["folder"]["n_cases"] == 40  # the comparison itself is unchanged

@@ -42,8 +42,31 @@ def load_results(results: str | os.PathLike) -> dict[str, Any]:
         for pair, lr in json.loads(mf.read_text()).get("chosen_lr", {}).items():
             model, dataset = pair.split("|")
             chosen[(model, dataset)] = lr
-    return {"runs": pd.DataFrame(rows), "failed": pd.DataFrame(failed), "logs": logs, "root": rd.path,
-            "search": pd.DataFrame(search), "chosen_lr": chosen}
+    missing, unstarted = _study_gaps(rd.path, {d.name for d in rd.run_dirs()})
+    return {"runs": pd.DataFrame(rows), "failed": pd.DataFrame(failed + missing), "logs": logs, "root": rd.path,
+            "search": pd.DataFrame(search), "chosen_lr": chosen, "unstarted": unstarted}
+
+
+def _study_gaps(root: Path, present: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Runs a study submitted that have no run folder, and per study how many planned runs were never
+    submitted, from the manifests in ``<results>/studies/``; so a report never hides a missing run."""
+    missing, unstarted = [], []
+    for mf in sorted((root / "studies").glob("*.json")) if (root / "studies").is_dir() else []:
+        try:
+            info = json.loads(mf.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged manifest is reported by `study status`; the runs themselves are listed above
+        submitted = info.get("submitted", {})
+        for name in sorted(set(submitted.values()) - present):
+            parts = name.split("__")
+            fold = parts[2][1:] if len(parts) > 2 and parts[2][:1] == "f" else "?"
+            missing.append({"run": name, "model": parts[0], "dataset": parts[1] if len(parts) > 1 else "?",
+                            "fold": fold, "state": "missing", "error": "submitted by the study, no run folder"})
+        never = int(info.get("expected_runs", 0)) - len(submitted)
+        if never > 0:
+            unstarted.append(f"study {info.get('name', mf.stem)}: {never} of its {info['expected_runs']} planned "
+                             "runs were never started (an earlier stage failed or the study was stopped).")
+    return missing, unstarted
 
 
 def _fmt(mean: float, std: float, scale: float = 100.0) -> str:
@@ -158,6 +181,7 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike | None = Non
         Evidence(cases=pd.DataFrame(), report=_empty_report(res["failed"]))
     lb = leaderboard(runs)
     ev.report["leaderboard"] = leaderboard_records(lb, ev.report)
+    ev.report["caveats"] += res["unstarted"]
     ctx = {
         "report": ev.report, "pc": _per_class(runs) if not runs.empty else pd.DataFrame(),
         "curves": _curves(runs, res["logs"]) if not runs.empty else {},

@@ -241,7 +241,15 @@ def _check_store(results: Path, exp: dict, extra_claims: list[str]) -> dict:
         assert md.count(c) == 1 and page.count(c) == 1, c
     assert page.index("<h2>Caveats</h2>") < page.index("<h2>Summary</h2>") < page.index("<h2>Leaderboard</h2>")
     tex = (results / "report" / "report.tex").read_text()
-    assert _pct(ea["estimate"]) in tex and r"$\star$" in tex
+    tex_marks = {"★": r"$\star$", "≈": r"$\approx$", "↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+    for m in exp["models"]:  # the LaTeX table row: model, verdict CI, mark, pooled CI
+        row = _md_row(md, m)
+        assert f"folder & {m} & {row[3]} & {tex_marks[row[4]]} & {row[5]} &" in tex, m
+    for m in exp["models"]:  # the bootstrap-rank table
+        r = d["ranks"][m]
+        cells = (f"| folder | {m} | {r['rank']:g} | {r['mean_rank']:.2f} | {r['ci'][0]:g}–{r['ci'][1]:g} | "
+                 f"{r['p_first']:.2f} | {exp['n']} | {d['n_folds']} |")
+        assert cells in md, cells
     return rep
 
 
@@ -457,7 +465,7 @@ def test_add_method_on_real_kvasir_and_consensus_once(real_data_root, stores, tm
     assert md.count("Consensus ranking") == 1 and page.count("Consensus ranking") == 1
 
 
-def test_missing_study_runs_are_named(stores, tmp_path):
+def test_missing_study_runs_are_named(stores, tmp_path, capsys):
     """A study's manifest lists a run that never produced a folder and plans runs never started: the report names
     the missing run, counts the unstarted ones, and still compares only what is there."""
     import shutil
@@ -469,8 +477,12 @@ def test_missing_study_runs_are_named(stores, tmp_path):
     (res / "studies" / "s.json").write_text(json.dumps({
         "name": "s", "state": "failed", "expected_runs": len(present) + 3, "chosen_lr": {},
         "submitted": {**present, "x": "good__folder__f2__s0__deadbeef00"}, "runs": {}}))
+    capsys.readouterr()
     assert _cli("report", res) == 0
+    printed = capsys.readouterr().out
     rep = json.loads((res / "report" / "report.json").read_text())
+    assert "Caveats:" in printed and all(f"  ! {c}" in printed for c in rep["caveats"])  # printed, too
+    assert rep["summary"][0] in printed
     assert [r["run"] for r in rep["missing_runs"]] == ["good__folder__f2__s0__deadbeef00"]
     assert rep["missing_runs"][0]["fold"] == "2" and rep["missing_runs"][0]["state"] == "missing"
     assert any("good on folder fold 2 (missing)" in c for c in rep["caveats"])

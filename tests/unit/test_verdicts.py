@@ -85,3 +85,16 @@ def test_common_cases_only_and_missing_runs_listed():
     assert d["estimates"]["A"]["n_cases"] == 10
     assert any("B on d fold 1 (failed)" in c for c in rep["caveats"])
     assert rep["missing_runs"][0]["run"] == "B__d__f1"
+
+
+def test_seeds_of_a_case_are_one_unit():
+    """Three seeds of the same 24 cases must not look like 72 independent cases: the CI is that of 24 cases."""
+    rng = np.random.default_rng(3)
+    a = [(0.7 + 0.2 * rng.random(), 1.0, 1.0) for _ in range(24)]
+    b = [(0.6 + 0.2 * rng.random(), 1.0, 1.0) for _ in range(24)]
+    one = _cases({"A": a, "B": b})
+    three = pd.concat([one.assign(seed=s) for s in range(3)], ignore_index=True)
+    r1 = build_verdicts(one, pd.DataFrame(), pd.DataFrame(), n_boot=300)["datasets"]["d"]
+    r3 = build_verdicts(three, pd.DataFrame(), pd.DataFrame(), n_boot=300)["datasets"]["d"]
+    assert r3["n_cases"] == 24 and r3["n_seeds"] == 3
+    assert r3["estimates"] == r1["estimates"] and r3["models"] == r1["models"]

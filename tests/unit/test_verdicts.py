@@ -56,6 +56,18 @@ def test_significant_but_opposite_directions_is_not_a_verdict():
     diff = np.array([v[0] for v in a]) - 0.8
     assert sst.wilcoxon(diff).pvalue < 0.05 and diff.mean() < 0  # the planted contradiction
     assert d["anchor"] == "B" and d["models"]["A"]["relation"] == "tied" and "opposite" in d["models"]["A"]["note"]
+    line = rep["summary"][0]
+    assert "No verdict (the test is significant, but the mean difference and the ranks disagree" in line
+    assert "tied" not in line and "worse" not in line
+    assert rep["pairwise"][0].startswith("A has no verdict against B on per-case Dice on d (")
+
+
+def test_one_model_only():
+    rep = build_verdicts(_cases({"A": [(0.5, 1.0, 2.0)] * 25}), pd.DataFrame(), pd.DataFrame(), n_boot=50)
+    d = rep["datasets"]["d"]
+    assert d["anchor"] == "A" and d["models"] == {} and rep["pairwise"] == []
+    assert rep["summary"][0].startswith("On d, only A was evaluated: per-case Dice 50.0% (95% CI 50.0–50.0%), "
+                                        "25 test cases, 2 folds.")
 
 
 def test_few_cases_qualify_the_language_and_json_is_strict():

@@ -234,17 +234,20 @@ def sentences(ds: str, d: dict[str, Any], alpha: float = 0.05, reduced: bool = F
     e = d["estimates"][a]
     if len(d["models_compared"]) == 1:
         return (f"On {ds}, only {a} was evaluated: {METRIC_LABEL} {pct(e['estimate'])}% (95% CI "
-                f"{pct(e['ci'][0])}–{pct(e['ci'][1])}%), {base}.", [])
+                f"{pct(e['ci'][0])}–{pct(e['ci'][1])}%), {n} test cases, {_folds(k)}.", [])
     line = (f"On {ds}, {a} has the highest mean {METRIC_LABEL}: {pct(e['estimate'])}% (95% CI "
             f"{pct(e['ci'][0])}–{pct(e['ci'][1])}%; {base}).")
-    groups: dict[str, list[str]] = {"tied": [], "worse": [], "better": []}
+    groups: dict[str, list[str]] = {"tied": [], "worse": [], "better": [], "mixed": []}
     for m, r in d["models"].items():
-        groups[r["relation"]].append(f"{m} ({pts(r['difference'])} points, {fmt_p(r['p_holm'])})")
-    words = {"tied": "statistically tied with it", "worse": "significantly worse", "better": "significantly better"}
+        groups["mixed" if "note" in r else r["relation"]].append(
+            f"{m} ({pts(r['difference'])} points, {fmt_p(r['p_holm'])})")
+    words = {"tied": "statistically tied with it", "worse": "significantly worse", "better": "significantly better",
+             "mixed": "no verdict (the test is significant, but the mean difference and the ranks disagree in "
+                      "direction)"}
     if d["qualified"]:
-        words = {"tied": "not distinguishable from it", "worse": "lower (indicative only)",
-                 "better": "higher (indicative only)"}
-    for rel in ("better", "tied", "worse"):
+        words |= {"tied": "not distinguishable from it", "worse": "lower (indicative only)",
+                  "better": "higher (indicative only)"}
+    for rel in ("better", "tied", "mixed", "worse"):
         if groups[rel]:
             line += f" {words[rel][0].upper() + words[rel][1:]} on {METRIC_LABEL}: {', '.join(groups[rel])}."
     line += f" (Wilcoxon signed-rank on the same {n} cases, Holm-adjusted, alpha {alpha}.)"
@@ -259,7 +262,10 @@ def sentences(ds: str, d: dict[str, Any], alpha: float = 0.05, reduced: bool = F
         m, v = r["model"], r["versus"]
         num = (f"difference {pts(r['difference'])} points (95% CI {pts(r['ci'][0])} to {pts(r['ci'][1])}), "
                f"{fmt_p(r['p_holm'])} Holm, {base}")
-        if d["qualified"]:  # too few paired cases: the direction only, no significance claim
+        if "note" in r:
+            verb = "has no verdict against"
+            num += "; the test is significant, but the mean difference and the ranks disagree in direction"
+        elif d["qualified"]:  # too few paired cases: the direction only, no significance claim
             verb = {"tied": "is not distinguishable from", "worse": "scored lower (indicative only) than",
                     "better": "scored higher (indicative only) than"}[r["relation"]]
         else:

@@ -15,6 +15,11 @@ Resampling schemes (Efron & Tibshirani 1993; Davison & Hinkley 1997):
   then drawn within strata).
 
 The interval is the percentile interval of ``n_boot`` replicates; a fixed ``seed`` makes it reproducible.
+
+This module is segarena's only bootstrap: :class:`Resample` draws the indices once for a list of cases and scores
+any number of columns (models) on them; :func:`metric_terms` / :func:`bootstrap_score` pick the metric and the
+reduction independently (smp-style ``metric`` x ``reduction``); the other functions are thin wrappers. The report,
+``select`` and the cross-dataset gaps all use it.
 """
 from __future__ import annotations
 

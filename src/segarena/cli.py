@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands whose results folder records the command line
-_LOGGED = {"run", "compare", "study", "select", "crossval", "demo"}
+_LOGGED = {"run", "compare", "study", "select", "crossval", "demo", "add-method"}
 #: these build a report at their end, so they log themselves just before it (the report shows the command)
 _SELF_LOGGING = {"compare", "study", "demo"}
 

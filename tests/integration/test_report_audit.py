@@ -316,8 +316,13 @@ def test_planted_effects_store_a(stores):
     assert any("2 folds of the planned 3 evaluated; the results rest on 40 test cases of fold 0, fold 1 only" in c
                for c in rep["caveats"])
     assert not any("fewer than 20" in c for c in rep["caveats"])
-    assert any(f"{exp['empty_refs']} of the 40 compared test cases have an empty reference mask" in s
+    assert any(f"{exp['empty_refs']} of the 40 compared test cases (2 folds) have an empty reference mask" in s
                for s in rep["summary"])
+    f = rep["friedman"]  # blocks = the 40 common cases; recomputed with scipy on the same per-case Dice
+    assert f["metric"] == "dice_case_mean" and f["n_blocks"] == 40
+    assert f["p"] == pytest.approx(sst.friedmanchisquare(*exp["dice"].T).pvalue, rel=1e-9)
+    assert "Friedman test on per-case Dice over 40 common test cases (2 folds)" in \
+        (stores["A"] / "report" / "report.md").read_text()
     rj = json.loads((stores["A"] / "report" / "report.json").read_text())
     assert rj == rep  # strict JSON (no NaN tokens), read back identically
 
@@ -347,6 +352,7 @@ def test_add_method_counts_ignored_files_and_scores_native(stores, capsys, tmp_p
               f"data.num_folds={FOLDS}")
     out = capsys.readouterr().out
     assert rc == 0 and "20 test cases scored at native resolution" in out and "ignored 40 file(s)" in out
+    assert "segarena add-method" in (tmp_path / "r" / "commands.log").read_text()  # the report lists it
     run = next((tmp_path / "r" / "runs").iterdir())
     summ = json.loads((run / "summary.json").read_text())
     assert summ["family"] == "external" and summ["ignored_files"] == 40 and summ["n_test"] == 20

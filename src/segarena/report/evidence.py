@@ -106,7 +106,9 @@ def _ranking(ev: Evidence) -> None:
         blocks = f"{len(dsets)} datasets (one mean per dataset)"
     else:  # too few datasets for a meaningful test: blocks are the common test cases
         res = stats.friedman_nemenyi(sub, "dice", block=("dataset", "fold", "case_id"))
-        blocks = f"{res.n_blocks} common test cases, since fewer than 3 datasets"
+        n_folds = sub[["dataset", "fold"]].drop_duplicates().shape[0]
+        blocks = (f"{res.n_blocks} common test cases ({n_folds} fold{'s' if n_folds != 1 else ''}), since fewer "
+                  "than 3 datasets")
     ev.friedman = {**res.to_dict(), "blocks": blocks}
     ev.report["friedman"] = {"metric": "dice_case_mean", "blocks": blocks, "p": res.p, "cd": res.cd,
                              "alpha": res.alpha, "avg_ranks": res.avg_ranks, "n_blocks": res.n_blocks}

@@ -305,8 +305,9 @@ def build_verdicts(cases: pd.DataFrame, runs: pd.DataFrame, failed: pd.DataFrame
     for ds, d in report["datasets"].items():
         if d.get("empty_reference_cases"):
             report["summary"].append(
-                f"On {ds}, {d['empty_reference_cases']} of the {d['n_cases']} compared test cases have an empty "
-                "reference mask; there per-case Dice is 1 for an empty prediction and 0 for any other.")
+                f"On {ds}, {d['empty_reference_cases']} of the {d['n_cases']} compared test cases "
+                f"({_folds(d['n_folds'])}) have an empty reference mask; there per-case Dice is 1 for an empty "
+                "prediction and 0 for any other.")
     report["caveats"] = _caveats(runs, failed, report["datasets"])
     return report
 

@@ -181,7 +181,25 @@ def _md_row(md: str, model: str) -> list[str]:
     raise AssertionError(f"no leaderboard row for {model}")
 
 
-def _check_store(results: Path, exp: dict, extra_claims: list[str]) -> dict:
+def _per_run_columns(results: Path, model: str, folds: list[int]) -> tuple[str, str]:
+    """The leaderboard's descriptive columns, recomputed: pooled mDSC and mean per-case Dice of each run (fold),
+    then mean ± sample std over the runs, as the paper's table."""
+    ids = _test_ids(results)
+    pooled, case = [], []
+    for f in folds:
+        cs = [int(c[4:]) for c in ids[f]]
+        nd = np.array([_counts(_method(model, i), _ref(i)) for i in cs], dtype=float)
+        pooled.append(nd[:, 0].sum() / nd[:, 1].sum())
+        case.append(np.mean([_dice(_method(model, i), _ref(i)) for i in cs]))
+
+    def pm(v: list[float]) -> str:
+        return f"{np.mean(v) * 100:.1f}" + (f" ± {np.std(v, ddof=1) * 100:.1f}" if len(v) > 1 else "")
+
+    return pm(pooled), pm(case)
+
+
+def _check_store(results: Path, exp: dict, extra_claims: list[str],
+                 folds_of: dict[str, list[int]] | None = None) -> dict:
     rep = json.loads((results / "report" / "report.json").read_text())
     md = (results / "report" / "report.md").read_text()
     page = htmlmod.unescape((results / "report" / "report.html").read_text())
@@ -207,6 +225,9 @@ def _check_store(results: Path, exp: dict, extra_claims: list[str]) -> dict:
         assert row[4] == mark, (m, row)
         assert f"<td>{m}</td><td>external</td><td>{row[3]}</td><td>{mark}</td><td>{row[5]}</td>" in page
         assert f"{_pct(pe['estimate'])} [{_pct(pe['ci'][0])}, {_pct(pe['ci'][1])}]" == row[5]
+        if folds_of:  # mDSC and case Dice, mean ± std over the model's runs
+            assert [row[6], row[7]] == list(_per_run_columns(results, m, folds_of[m])), m
+            assert row[11] == str(len(folds_of[m]))
     for m, r in exp["rel"].items():
         got = d["models"][m]
         assert got["relation"] == r["relation"], m
@@ -310,7 +331,7 @@ def test_planted_effects_store_a(stores):
     assert exp["rel"][other]["relation"] == "tied"
     assert exp["rel"]["worse"]["relation"] == "worse" and exp["rel"]["empty"]["relation"] == "worse"
     assert exp["empty_refs"] >= 1
-    rep = _check_store(stores["A"], exp, [])
+    rep = _check_store(stores["A"], exp, [], {m: [0, 1] for m in exp["models"]})
     assert rep["datasets"]["folder"]["n_folds"] == 2
     assert any("scored from supplied prediction masks" in c for c in rep["caveats"])
     assert any("2 folds of the planned 3 evaluated; the results rest on 40 test cases of fold 0, fold 1 only" in c
@@ -333,7 +354,7 @@ def test_three_way_tie_and_common_cases_store_b(stores):
     assert exp["anchor"] == "tri-a" and exp["n"] == 20
     assert {m: exp["rel"][m]["relation"] for m in ("tri-b", "tri-c")} == {"tri-b": "tied", "tri-c": "tied"}
     assert exp["rel"]["partial"]["relation"] == "worse"
-    rep = _check_store(stores["B"], exp, [])
+    rep = _check_store(stores["B"], exp, [], {"partial": [0], "tri-a": [0, 1], "tri-b": [0, 1], "tri-c": [0, 1]})
     d = rep["datasets"]["folder"]
     for m in ("tri-a", "tri-b", "tri-c"):  # every model of the three-way tie ranks first in every replicate
         assert d["ranks"][m]["p_first"] == 1.0 and d["ranks"][m]["rank"] == 2.0

@@ -221,7 +221,8 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em
 line-height:1.45}table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccc;
 padding:3px 7px;text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}img{max-width:100%}
 .gal img{max-height:170px;margin:3px}.note{color:#555;font-size:12.5px}pre{background:#f7f7f7;padding:.6em;
-overflow:auto;font-size:12px}ul.summary li{margin:.3em 0}figure{display:inline-block;margin:4px}"""
+overflow:auto;font-size:12px}ul.summary li{margin:.3em 0}figure{display:inline-block;margin:4px}
+ul.caveats{background:#fff4d6;border-left:4px solid #e0a000;padding:.5em 1em .5em 2em}"""
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
@@ -242,7 +243,8 @@ def render_html(ctx: dict[str, Any]) -> str:
     for title, kind, payload in _sections(ctx):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if kind == "list":
-            parts.append("<ul class='summary'>" + "".join(f"<li>{html.escape(x)}</li>" for x in payload) + "</ul>")
+            cls = "caveats" if title == "Caveats" else "summary"
+            parts.append(f"<ul class='{cls}'>" + "".join(f"<li>{html.escape(x)}</li>" for x in payload) + "</ul>")
         elif kind == "table":
             head, rows, note = payload
             parts.append(_html_table(head, rows) if rows else "<p>none</p>")

@@ -23,6 +23,8 @@ from scipy import stats as sst
 
 from segarena.cli import main
 
+pytestmark = pytest.mark.slow  # ~30 s: fifteen add-method runs and three full reports (runs in `make test-slow`)
+
 N, FOLDS, ALPHA = 60, 3, 0.05
 EMPTY_REF = {3, 11, 22, 35}
 

@@ -340,7 +340,7 @@ def test_early_stopping_restores_the_best_epoch(real_data_root, tmp_path, monkey
     assert any(not torch.equal(saved[k], last_w[k]) for k in saved)  # it is not simply the last epoch
 
     # the test predictions were made with the best epoch's weights
-    data = prepare("kvasir-seg", spec.protocol.input_size, str(real_data_root), {}, limit=spec.data.limit)
+    data = prepare("kvasir-seg", spec.protocol.input_size, root=str(real_data_root), limit=spec.data.limit)
     split = json.loads((res.store.dir / "split.json").read_text())
     pos = {cid: i for i, cid in enumerate(data.ids)}
     test_idx = [pos[c] for c in split["test"]]

@@ -235,7 +235,7 @@ def test_sam_image_encoder_layers_match_the_official_implementation(sam_pair):
 @pytest.mark.slow
 def test_sam_whole_model_matches_the_official_implementation_at_1024(sam_pair):
     """The whole network at SAM's native 1024 px: official image encoder -> prompt encoder (a whole-image box)
-    -> mask decoder (single-mask output) against our forward pass (~1 min on 2 CPU cores)."""
+    -> mask decoder (single-mask output) against our forward pass (about 1 min on 2 idle CPU cores)."""
     ref, net = sam_pair
     torch.manual_seed(2)
     x = torch.randn(1, 3, 1024, 1024)

@@ -10,7 +10,6 @@ from PIL import Image
 from segarena import DataError
 from segarena.cli import main
 from segarena.evaluate import evaluate_folders
-from segarena.metrics.distance import surface_metrics
 
 
 def _write(folder, name, arr):
@@ -31,7 +30,10 @@ def test_evaluate_known_answer(tmp_path):
                                    spacing=(0.5, 0.5))
     a = df.set_index("case_id").loc["a"]
     assert a["dice"] == pytest.approx(2 * 50 / (50 + 100))
-    assert a["hd95"] == pytest.approx(surface_metrics(pred > 0, ref > 0, (0.5, 0.5)).hd95)
+    # by hand: 10 of the square's 36 boundary pixels (its right column, x = 14) lie 5 px from the prediction's
+    # nearest boundary pixel (x = 9); that is over 5% of them, so the 95th percentile (and the maximum) is
+    # 5 px x 0.5 mm (MONAI's compute_hausdorff_distance(percentile=95) gives 2.5 too)
+    assert a["hd95"] == pytest.approx(5 * 0.5) and a["hd"] == pytest.approx(5 * 0.5)
     assert summary["metrics"]["mdsc"] == pytest.approx(2 * 150 / (150 + 200))
     assert df.set_index("case_id").loc["b", "hd"] == 0.0
 

@@ -109,25 +109,19 @@ def sam_net() -> sam.SamSemantic:
     return sam.SamSemantic(num_classes=3).eval()
 
 
-def _official_sam(net: sam.SamSemantic) -> dict[str, torch.Tensor]:
-    """Our state dict renamed to the official layout, plus the official parts we do not use. Every tensor is a
-    distinct constant broadcast from one element, so the file stays small and each key's destination is visible."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key, v in net.state_dict().items():
-        if key.startswith("encoder."):
-            shapes["image_encoder." + key[8:].replace(".mlp.fc", ".mlp.lin")] = v.shape
-        elif key.startswith("decoder.hypernet."):
-            for i in range(4):
-                shapes[f"mask_decoder.output_hypernetworks_mlps.{i}." + key[17:]] = v.shape
-        elif key.startswith("decoder."):
-            shapes["mask_decoder." + key[8:]] = v.shape
-    shapes.update({f"mask_decoder.iou_prediction_head.layers.{i}.weight": s
-                   for i, s in enumerate([(256, 256), (256, 256), (4, 256)])})
-    shapes.update({f"prompt_encoder.point_embeddings.{i}.weight": (1, 256) for i in range(4)})
-    shapes.update({"prompt_encoder.not_a_point_embed.weight": (1, 256), "prompt_encoder.no_mask_embed.weight": (1, 256),
-                   "prompt_encoder.mask_downscaling.0.weight": (4, 1, 2, 2),
-                   "prompt_encoder.mask_downscaling.3.weight": (16, 4, 2, 2),
-                   "prompt_encoder.mask_downscaling.6.weight": (256, 16, 1, 1)})
+@pytest.fixture(scope="module")
+def sam_official():
+    """facebookresearch/segment-anything's ViT-B SAM with its own (seeded) random initialisation, shared."""
+    torch.manual_seed(0)
+    return _official_package().sam_model_registry["vit_b"]().eval()
+
+
+def _official_sam(official) -> dict[str, torch.Tensor]:
+    """A checkpoint in the official layout: every key and shape of ``segment_anything``'s own ViT-B SAM (the code
+    that wrote ``sam_vit_b_01ec64.pth``). Every tensor is a distinct constant broadcast from one element, so the
+    file stays small and each key's destination is visible; the Fourier frequencies and point embeddings are
+    random (the class prompts are computed from them)."""
+    shapes = {k: v.shape for k, v in official.state_dict().items()}
     state = {k: torch.full((1,), 0.001 * (i + 1)).expand(shapes[k]) for i, k in enumerate(sorted(shapes))}
     g = torch.Generator().manual_seed(3)
     state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.randn(2, 128, generator=g)
@@ -136,8 +130,18 @@ def _official_sam(net: sam.SamSemantic) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_sam_official_checkpoint_converts_and_loads_strictly(tmp_path, sam_net):
-    state = _official_sam(sam_net)
+def _official_package():
+    """facebookresearch/segment-anything (the ``segment-anything`` test extra): the tests compare against it."""
+    try:
+        import segment_anything
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise AssertionError("segment-anything is missing: pip install -e '.[test]'") from exc
+    return segment_anything
+
+
+def test_sam_official_checkpoint_converts_and_loads_strictly(tmp_path, sam_official):
+    state = _official_sam(sam_official)
+    assert len(state) == 314  # the official ViT-B state dict (as in sam_vit_b_01ec64.pth)
     for key, shape in SAM_ANCHORS.items():
         assert tuple(state[key].shape) == shape, key
     path = tmp_path / "sam_vit_b_01ec64.pth"
@@ -172,26 +176,79 @@ def test_sam_official_checkpoint_converts_and_loads_strictly(tmp_path, sam_net):
         sam.build_sam_vit_b(3, pretrained=str(path))
 
 
-def test_sam_matches_the_official_implementation(request):
-    """Golden check against facebookresearch/segment-anything (``pip install segment-anything``; skipped without):
-    its state dict loads strictly through our converter, and mask decoder + positional encoding agree."""
-    official = pytest.importorskip("segment_anything")
-    torch.manual_seed(0)
-    ref = official.sam_model_registry["vit_b"]().eval()
-    net = copy.deepcopy(request.getfixturevalue("sam_net")).eval()  # built only when the reference is there
+@pytest.fixture(scope="module")
+def sam_pair(sam_official, sam_net):
+    """The official SAM, and ours (3 classes) with the official state dict loaded through the converter
+    (strictly)."""
     from segarena.models.weights import load_into
 
-    load_into(net, sam.convert_sam(3)(ref.state_dict()), what="SamSemantic")
+    net = copy.deepcopy(sam_net).eval()
+    load_into(net, sam.convert_sam(3)(sam_official.state_dict()), what="SamSemantic")
+    return sam_official, net
+
+
+# SAM's box encoder adds 0.5 to the coordinates: this box encodes the corners (0, 0) and (1024, 1024), i.e. the
+# whole image, which is what each class prompt starts from
+_WHOLE_IMAGE_BOX = torch.tensor([[-0.5, -0.5, 1023.5, 1023.5]])
+
+
+def test_sam_prompt_and_mask_decoder_match_the_official_implementation(sam_pair):
+    """Against facebookresearch/segment-anything: positional encoding, the class prompts' box initialisation
+    and the mask decoder give the official outputs."""
+    ref, net = sam_pair
     with torch.no_grad():
-        sparse, dense = ref.prompt_encoder(points=None, boxes=torch.tensor([[0.0, 0.0, 1024.0, 1024.0]]), masks=None)
+        sparse, dense = ref.prompt_encoder(points=None, boxes=_WHOLE_IMAGE_BOX, masks=None)
         assert torch.allclose(net.dense_pe(64, 64), ref.prompt_encoder.get_dense_pe(), atol=1e-6)
-        assert torch.allclose(net.class_prompts[0], sparse[0], atol=0.1)  # whole-image box (up to SAM's 0.5 px shift)
+        for k in range(3):
+            assert torch.allclose(net.class_prompts[k], sparse[0], atol=1e-5)
+        assert torch.equal(dense[0, :, 0, 0], net.no_mask_embed[0])
         emb = torch.randn(1, 256, 64, 64)
         want = ref.mask_decoder(image_embeddings=emb, image_pe=ref.prompt_encoder.get_dense_pe(),
                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                 multimask_output=False)[0]
         got = net.decoder(emb, net.dense_pe(64, 64), net.no_mask_embed.reshape(1, 256, 1, 1), sparse)
     assert torch.allclose(got, want[:, 0], atol=1e-5)
+
+
+def test_sam_image_encoder_layers_match_the_official_implementation(sam_pair):
+    """Every layer of the image encoder (patch embedding, the 12 windowed/global blocks, the neck) gives the
+    official layer's output on the same input, on an 8x8 patch grid (128 px) so the test stays fast: the
+    windowed blocks pad to their 14x14 windows and the global blocks interpolate their relative-position tables,
+    in both implementations. The whole model at SAM's 1024 px is checked in the slow tier."""
+    ref, net = sam_pair
+    enc, off = net.encoder, ref.image_encoder
+    assert len(enc.blocks) == len(off.blocks) == 12
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        tokens = off.patch_embed(x)  # [1, 8, 8, 768]
+        torch.testing.assert_close(enc.patch_embed(x), tokens)
+        torch.testing.assert_close(enc.pos_embed, off.pos_embed)  # at 1024 px both add it unchanged
+        for i, (ours, theirs) in enumerate(zip(enc.blocks, off.blocks)):
+            want = theirs(tokens)
+            torch.testing.assert_close(ours(tokens), want, rtol=1e-4, atol=1e-4, msg=f"block {i}")
+            tokens = want
+        features = tokens.permute(0, 3, 1, 2)
+        torch.testing.assert_close(enc.neck(features), off.neck(features), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sam_whole_model_matches_the_official_implementation_at_1024(sam_pair):
+    """The whole network at SAM's native 1024 px: official image encoder -> prompt encoder (a whole-image box)
+    -> mask decoder (single-mask output) against our forward pass (about 1 min on 2 idle CPU cores)."""
+    ref, net = sam_pair
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        emb = ref.image_encoder(x)
+        sparse, dense = ref.prompt_encoder(points=None, boxes=_WHOLE_IMAGE_BOX, masks=None)
+        want = ref.mask_decoder(image_embeddings=emb, image_pe=ref.prompt_encoder.get_dense_pe(),
+                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                multimask_output=False)[0]  # [1, 1, 256, 256] low-resolution logits
+        got = net(x)  # [1, 3, 256, 256]: every class prompt starts as the same whole-image box
+    assert got.shape == (1, 3, 256, 256)
+    for k in range(3):
+        torch.testing.assert_close(got[:, k], want[:, 0], rtol=1e-3, atol=1e-3)
 
 
 def test_sam_classes_are_decoded_independently(sam_net):

@@ -198,8 +198,12 @@ def test_nnunet_small_plan_forward_and_deep_supervision(preset):
 
 def test_nnunet_parity_with_dynamic_network_architectures():
     """Same keys (after dropping the library's aliases), same outputs and the same memory estimate as nnU-Net's
-    own network library, for a plain and a residual-encoder plan."""
-    dna = pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    own network library (``dynamic-network-architectures``, a test extra), for a plain and a residual-encoder
+    plan."""
+    try:
+        import dynamic_network_architectures.architectures.unet as dna
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise AssertionError("dynamic-network-architectures is missing: pip install -e '.[test]'") from exc
     torch.manual_seed(0)
     for preset, size, spacing in (("plain", (160, 96), (2.5, 1.0)), ("resenc-m", (96, 128), (1.0, 1.3))):
         plan = nnunet.plan_2d(size, spacing, preset=preset, num_classes=3)

@@ -12,8 +12,9 @@ import torch
 from segarena import SegarenaError
 from segarena.models import MODELS, create_model
 
-# parameter counts of the official code, instantiated with 2 output classes (checked against the official
-# repositories when these models were written)
+# Snapshot: parameter counts of the official code instantiated with 2 output classes, counted when these models
+# were written from github.com/amirhossein-kz/HiFormer (hiformer-s/b/l), ZhifangDeng/MISSFormer,
+# Zhaoyi-Yan/U-KAN (ukan, ukan-l), HuCaoFighting/Swin-Unet and Beckschen/TransUNet (R50-ViT-B/16)
 OFFICIAL_PARAMS = {
     "hiformer-s": 23_253_340, "hiformer-b": 25_511_100, "hiformer-l": 29_518_204,
     "missformer": 42_462_082, "ukan": 6_356_706, "ukan-l": 25_359_298, "swin-unet": 27_168_228,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,11 +25,13 @@ def n_params(m: torch.nn.Module) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ parameter counts
-@pytest.mark.parametrize("variant", ["t", "s", "b", "l"])
-def test_segnext_params_match_segnext_paper(variant):
-    """SegNeXt paper, Table (ADE20K, 150 classes): T 4.3M, S 13.9M, B 27.6M, L 48.9M."""
+@pytest.mark.parametrize(("variant", "paper_m"), [("t", 4.3), ("s", 13.9), ("b", 27.6), ("l", 48.9)])
+def test_segnext_params_match_segnext_paper(variant, paper_m):
+    """Guo et al., SegNeXt, NeurIPS 2022 (arXiv:2209.08575), ADE20K results table (150 classes): T 4.3M,
+    S 13.9M, B 27.6M, L 48.9M (the expected values are the paper's, not read from the module's specs)."""
     spec = _SPECS[variant]
-    assert math.isclose(n_params(SegNeXt(spec, 150)), spec.params_m, rel_tol=0.01)
+    assert math.isclose(n_params(SegNeXt(spec, 150)), paper_m, rel_tol=0.01)
+    assert spec.params_m == paper_m  # the number the card prints
 
 
 def test_upernet_head_params():
@@ -56,6 +59,60 @@ def test_nmf_output_shape_non_negative_and_reconstructs_low_rank():
     no_iter = NMF2D(rank=8, eval_steps=0).eval()(x)  # the multiplicative updates must improve the fit
     assert (no_iter - x).norm() / x.norm() > 1.5 * rel
     assert not torch.allclose(NMF2D(rank=8)(x), x.new_zeros(x.shape))
+
+
+def _nmf_by_hand(x: np.ndarray, bases: np.ndarray, steps: int, eps: float = 1e-6) -> np.ndarray:
+    """Lee & Seung's multiplicative updates for X (C x HW) ~ B C^T, written out in float64 numpy as the
+    Hamburger paper (Geng et al., ICLR 2021) runs them: coef from a softmax of X^T B, ``steps`` updates of coef
+    then bases, one last coef update, reconstruction B C^T."""
+    out = []
+    for xb, b in zip(x, bases):
+        b = b / np.linalg.norm(b, axis=0, keepdims=True)
+        proj = xb.T @ b
+        coef = np.exp(proj - proj.max(1, keepdims=True))
+        coef /= coef.sum(1, keepdims=True)
+        for _ in range(steps):
+            coef = coef * (xb.T @ b) / (coef @ (b.T @ b) + eps)
+            b = b * (xb @ coef) / (b @ (coef.T @ coef) + eps)
+        coef = coef * (xb.T @ b) / (coef @ (b.T @ b) + eps)
+        out.append(b @ coef.T)
+    return np.stack(out)
+
+
+def test_nmf_evaluation_uses_fixed_bases_and_matches_a_hand_computation():
+    """Evaluation draws its bases from a fixed generator (seed 0), so a prediction never depends on the global
+    random state; the result is the textbook NMF from those bases. Training draws fresh bases."""
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((2, 16, 6, 5))).float()
+    nmf = NMF2D(rank=4).eval()
+    bases = torch.rand(2, 16, 4, generator=torch.Generator().manual_seed(0)).double().numpy()
+    want = _nmf_by_hand(x.double().reshape(2, 16, 30).numpy(), bases, nmf.eval_steps).reshape(2, 16, 6, 5)
+    torch.manual_seed(123)
+    np.testing.assert_allclose(nmf(x).double().numpy(), want, rtol=1e-4, atol=1e-6)
+    torch.manual_seed(456)  # another global random state: the same prediction
+    np.testing.assert_allclose(nmf(x).double().numpy(), want, rtol=1e-4, atol=1e-6)
+    nmf.train()
+    torch.manual_seed(7)
+    a = nmf(x)
+    torch.manual_seed(8)
+    assert not torch.allclose(a, nmf(x))  # training bases are random
+
+
+def test_segnext_prediction_does_not_depend_on_the_global_random_state():
+    m = create_model("segnext-t", 1).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = m(x)
+        torch.manual_seed(2)
+        b = m(x)
+        m.train()
+        torch.manual_seed(1)
+        c = m(x)
+        torch.manual_seed(2)
+        d = m(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(c, d)  # the control: in training mode the NMF bases and drop path are random
 
 
 @pytest.mark.parametrize("grad", ["full", "one_step"])

@@ -366,6 +366,14 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_weights(a: argparse.Namespace) -> int:
+    from .models.weights import convert_to_safetensors
+
+    n = convert_to_safetensors(a.checkpoint, a.out, trust_file=a.trust_file)
+    print(f"wrote {n} tensors to {a.out}; pass it as model.pretrained={a.out}")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------------
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="protocol preset (paper, cpu-demo, smoke) or YAML file of protocol fields")
@@ -518,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write per-case records to this .parquet or .csv file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("convert-weights", help="write a checkpoint's tensors to safetensors (the safe format)")
+    p.add_argument("checkpoint", help="a .pth/.pt/.bin checkpoint")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--trust-file", action="store_true",
+                   help="unpickle with plain torch.load: RUNS any code in the file; only for files you trust")
+    p.set_defaults(fn=cmd_convert_weights)
 
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)

@@ -39,6 +39,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+            # again: writers that replace the file themselves (safetensors, some savers) create it 0600
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

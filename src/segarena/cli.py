@@ -191,9 +191,19 @@ def cmd_report(a: argparse.Namespace) -> int:
     from .report import build_report, leaderboard_text, load_results
 
     paths = build_report(a.results_dir, a.out)
-    print(leaderboard_text(load_results(a.results_dir)["runs"]))
+    res = load_results(a.results_dir)
+    print(leaderboard_text(res["runs"]))
     print(f"\nreport: {paths['html']}\nmarkdown: {paths['markdown']}")
+    _print_problems(res.get("problems", []))
     return 0
+
+
+def _print_problems(problems: list) -> None:
+    """Damaged or partial runs of a results folder, one line each on stderr (the rest was built)."""
+    for p in problems:
+        print(f"segarena: warning: {p.line()}", file=sys.stderr)
+    if problems:
+        print(f"segarena: {len(problems)} run(s) left out or partial; everything else is included", file=sys.stderr)
 
 
 def cmd_study_run(a: argparse.Namespace) -> int:
@@ -228,8 +238,13 @@ def cmd_study_status(a: argparse.Namespace) -> int:
         print("no studies in this results folder")
     for r in rows:
         eta = f"{r['eta_seconds'] / 60:.1f} min" if r["eta_seconds"] is not None else "unknown"
-        print(f"{r['study']} ({r['state']}): {r['done']} done, {r['running']} running, {r['failed']} failed, "
+        extra = "".join(f", {r[k]} {k}" for k in ("interrupted", "damaged") if r.get(k))
+        print(f"{r['study']} ({r['state']}): {r['done']} done, {r['running']} running, {r['failed']} failed{extra}, "
               f"{r['pending']} pending of {r['expected']} — ETA {eta}")
+        for line in r.get("problems", []):
+            print(f"  {line}")
+        if r["state"] == "interrupted":
+            print("  the study process is gone: rerun `segarena study run` with the same file to finish it")
     return 0
 
 
@@ -263,7 +278,10 @@ def cmd_select(a: argparse.Namespace) -> int:
 def cmd_crossval(a: argparse.Namespace) -> int:
     from .runner.crossdata import cross_evaluate, generalization_gaps, matrix, ood_ranking, write_cross_summary
 
-    records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True)
+    problems: list = []
+    records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True,
+                             problems=problems)
+    _print_problems(problems)
     if records.empty:
         raise SegarenaError(f"{a.results_dir}: no complete run has a label-compatible partner dataset",
                             fix="train on a dataset with a harmonized group (polyp, skin lesion, breast lesion, ...)")

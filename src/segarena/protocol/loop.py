@@ -390,6 +390,7 @@ def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], p
     """Best and worst test cases (by per-case Dice) as image | overlay PNGs, for the report."""
     from PIL import Image
 
+    from .._paths import file_part
     from ..report.overlay import side_by_side
 
     case_dice = df.groupby("case_id")["dice"].mean().sort_values(kind="stable")
@@ -400,7 +401,7 @@ def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], p
     for rank, (kind, cid) in enumerate(picks):
         j, i = pos[cid]
         strip = side_by_side(np.asarray(data.images[i]), np.asarray(data.masks[i]), preds[j])
-        name = f"{kind}_{rank % n}_{cid}_dice{case_dice[cid]:.3f}.png"
+        name = f"{kind}_{rank % n}_{file_part(cid)}_dice{case_dice[cid]:.3f}.png"  # case ids may hold '/'
         atomic_write(folder / name, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"), suffix=".png")
 
 

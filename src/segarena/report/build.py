@@ -39,9 +39,9 @@ def load_results(results: str | os.PathLike) -> dict[str, Any]:
                            "fold": spec["data"].get("fold"), "state": info.state,
                            "error": status.get("error", "")})
     for pr in scan.problems:
-        if pr.what.endswith("interrupted"):
+        if pr.kind == "interrupted":
             continue  # already listed above with its state
-        failed.append({"run": pr.run, "model": "", "dataset": "", "fold": "", "state": "damaged",
+        failed.append({"run": pr.run, "model": "", "dataset": "", "fold": "", "state": pr.kind,
                        "error": f"{pr.file} {pr.what} — {pr.fix}"})
     chosen = {}
     for mf in sorted((rd.path / "studies").glob("*.json")) if (rd.path / "studies").is_dir() else []:

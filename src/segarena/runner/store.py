@@ -140,7 +140,8 @@ class RunStore:
                     raise _unwritable(self.dir, exc) from None
                 holder = lock.read_text().strip() if lock.exists() else ""
                 host, _, pid = holder.partition(":")
-                if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+                live = pid.isdigit() and _alive(int(pid)) and not _zombie(int(pid))
+                if host == socket.gethostname() and live and int(pid) != os.getpid():
                     return False
                 if host and host != socket.gethostname():
                     return False  # another machine of a cluster holds it
@@ -187,7 +188,7 @@ def process_alive(pid: object, start: object = None, host: object = None) -> boo
     (it cannot be checked from here)."""
     if host and host != socket.gethostname():
         return True
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not _alive(pid):
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not _alive(pid) or _zombie(pid):
         return False
     now = process_start(pid)
     return start is None or now is None or now == start
@@ -200,6 +201,15 @@ def live_state(status: dict[str, Any]) -> str:
                                                                    status.get("host")):
         return "interrupted"
     return str(state)
+
+
+def _zombie(pid: int) -> bool:
+    """A dead process not yet reaped (its orphan may wait under a container's pid 1 that never reaps)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -227,6 +237,9 @@ class Problem:
     file: str
     what: str
     fix: str
+    #: ``damaged`` (the run is left out), ``partial`` (kept, a secondary file is missing or damaged) or
+    #: ``interrupted`` (its process is gone)
+    kind: str = "damaged"
 
     def line(self) -> str:
         return f"{self.run}: {self.file} {self.what} — {self.fix}"
@@ -323,15 +336,15 @@ def scan_runs(results: str | os.PathLike, check_records: bool = True) -> Scan:
             log, bad = _read_json_file(d / "log.json")
             if bad and bad != "is missing":
                 problems.append(Problem(d.name, "log.json", bad + " (training curves left out)",
-                                        "delete log.json to silence this; the scores are unaffected"))
+                                        "delete log.json to silence this; the scores are unaffected", "partial"))
             info.summary, info.log = summary, log if isinstance(log, list) else []
             if not (d / "checkpoint" / "model.safetensors").is_file():
                 problems.append(Problem(d.name, "checkpoint/model.safetensors",
                                         "is missing (scores kept; predict, export and crossval cannot use this run)",
-                                        "to get the weights back, " + _REDO))
+                                        "to get the weights back, " + _REDO, "partial"))
         elif info.state == "interrupted":
             problems.append(Problem(d.name, "status.json",
                                     f"says running, but its process (pid {status.get('pid')}) is gone: interrupted",
-                                    "rerun the command: the run resumes from its last saved epoch"))
+                                    "rerun the command: the run resumes from its last saved epoch", "interrupted"))
         runs.append(info)
     return Scan(runs, problems)

@@ -155,7 +155,7 @@ def study_status(results: str | os.PathLike) -> list[dict[str, Any]]:
     rd = ResultsDir(results, create=False)
     scan = scan_runs(rd.path, check_records=False)
     runs = {r.dir.name: r for r in scan.runs}
-    damaged = {p.run: p for p in scan.problems if p.file in ("spec.json", "status.json", "summary.json")}
+    damaged = {p.run: p for p in scan.problems if p.kind == "damaged"}
     out = []
     for mf in sorted((rd.path / "studies").glob("*.json")) if (rd.path / "studies").is_dir() else []:
         try:

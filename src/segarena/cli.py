@@ -155,6 +155,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     spec = apply_overrides(spec, pre + (a.set or []))
     res = run(spec, a.results, data_root=a.data_root, device=a.device, progress=True)
     print(("already complete: " if res.skipped else "finished: ") + str(res.store.dir))
+    if res.skipped and not res.store.weights.is_file():  # a finished run is never redone: say what that means
+        print(f"segarena: warning: {res.store.dir} is complete but its checkpoint was deleted; its scores are kept "
+              "— to train it again, delete that folder and rerun this command", file=sys.stderr)
     print(leaderboard_text(load_results(a.results)["runs"]))
     return 0
 
@@ -305,8 +308,15 @@ def cmd_crossval(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .evaluate import evaluate_folders
 
+    for flag, folder, fix in (("--pred", a.pred, "pass the folder your tool wrote its predicted masks to"),
+                              ("--ref", a.ref, "pass the folder holding the reference masks")):
+        if not Path(folder).expanduser().is_dir():  # before the dataset reader, whose fix names --data-root
+            raise SegarenaError(f"{flag} {folder}: " + ("is a file, not a folder" if Path(folder).exists()
+                                                         else "folder not found"), fix=fix)
     spacing = None
     if a.spacing:
         try:

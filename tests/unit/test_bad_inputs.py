@@ -558,3 +558,73 @@ def test_results_of_a_run_are_group_readable(tmp_path):
         assert modes and all(m == 0o644 for m in modes.values()), {k: oct(m) for k, m in modes.items() if m != 0o644}
     finally:
         os.umask(old)
+
+
+# ---- the "unclear" cases of issue 16 ------------------------------------------------------------------------
+def _symlink_chain_tar(path: Path) -> Path:
+    """``d/x -> ..`` (inside), then ``d/x/y -> ..``: each link alone looks inside, but the chain reaches the
+    parent of the target — only the extraction filter can see it."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        d = tarfile.TarInfo("d")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+        for name in ("d/x", "d/x/y"):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, ".."
+            tf.addfile(link)
+        f = tarfile.TarInfo("d/x/y/escaped.txt")
+        data = b"outside"
+        f.size = len(data)
+        tf.addfile(f, io.BytesIO(data))
+    return path
+
+
+def test_symlink_chain_archive_is_refused_and_cleaned_up(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from segarena.data import DATASETS
+    from segarena.data.card import Download
+    from segarena.data.download import download_dataset, safe_extract
+
+    archive = _symlink_chain_tar(tmp_path / "chain.tar")
+    lib_error(lambda: safe_extract(archive, tmp_path / "out" / "t"), str(archive), "unsafe")
+    assert not (tmp_path / "out" / "escaped.txt").exists()
+    monkeypatch.delenv("SEGARENA_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("SEGARENA_CACHE", str(tmp_path / "cache"))
+    card = dataclasses.replace(DATASETS.get("kvasir-seg").card, download=Download(
+        url=archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest(), filename="chain.tar",
+        archive_root="d"))
+    root = tmp_path / "data"
+    root.mkdir()
+    lib_error(lambda: download_dataset(card, root), "unsafe")
+    assert list(root.iterdir()) == [], "the staging folder was left behind"
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_evaluate_with_a_missing_folder(tmp_path, capsys):
+    (tmp_path / "ref").mkdir()
+    line = cli_error(["evaluate", "--pred", tmp_path / "missing", "--ref", tmp_path / "ref"], capsys,
+                     f"--pred {tmp_path / 'missing'}", "folder not found")
+    assert "--data-root" not in line
+    cli_error(["evaluate", "--pred", tmp_path / "ref", "--ref", tmp_path / "nope"], capsys, "--ref", "not found")
+
+
+def test_run_on_a_complete_run_whose_checkpoint_was_deleted(world, tmp_path, capsys):
+    import shutil
+
+    res = tmp_path / "results"
+    shutil.copytree(world["results"], res)
+    shutil.rmtree(res / "runs" / world["run"].name / "checkpoint")
+    rc = main(["run", "--model", "tiny-fcn", "--dataset", "folder", "--results", str(res),
+               "--set", f"data.options.path={world['images'].parent}", "--set", "protocol.input_size=32",
+               "--set", "data.num_folds=3", "--set", "protocol.epochs=1", "--set", "protocol.batch_size=3",
+               "--set", "protocol.max_steps_per_epoch=2", "--set", "protocol.augmentation=none",
+               "--set", "protocol.amp=false", "--set", "protocol.lr=0.1"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "already complete" in out, (out, err)
+    assert "checkpoint was deleted" in err and "delete that folder" in err

@@ -628,3 +628,13 @@ def test_run_on_a_complete_run_whose_checkpoint_was_deleted(world, tmp_path, cap
     out, err = capsys.readouterr()
     assert rc == 0 and "already complete" in out, (out, err)
     assert "checkpoint was deleted" in err and "delete that folder" in err
+
+
+def test_all_empty_masks_fail_loud(world, tmp_path, capsys):
+    """Background-only masks everywhere: the run stops with the reason instead of training on nothing."""
+    ds = make_dataset(tmp_path / "ds")
+    for p in (ds / "masks").iterdir():
+        with Image.open(p) as im:
+            size = im.size
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(p)
+    run_on(world, ds, capsys, "training masks", "are empty", "mask_values")

@@ -222,3 +222,70 @@ def test_every_model_family_refuses_or_neutralises_malicious_pretrained(name, tm
     except SegarenaError:
         pass
     assert not marker.exists(), f"{name}: a folder of payloads ran code"
+
+
+# ---- pinned digests: a file served in place of the official one is refused before it is read ------------------
+def _served(tmp_path: Path, name: str, data: bytes) -> str:
+    src = tmp_path / "server" / name
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(data)
+    return src.as_uri()
+
+
+def test_downloads_are_checked_against_their_pinned_digest(tmp_path, monkeypatch):
+    import hashlib
+
+    from segarena.models.card import Weights
+    from segarena.models.weights import resolve
+
+    monkeypatch.delenv("SEGARENA_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("SEGARENA_WEIGHTS", str(tmp_path / "cache"))
+    good = b"official weights"
+    digest = hashlib.sha256(good).hexdigest()
+    # a full pin (SAM, VMamba): the served file must match exactly
+    ok = resolve(Weights(source=_served(tmp_path, "ok.pth", good), license="x", sha256=digest))
+    assert ok.read_bytes() == good
+    with pytest.raises(SegarenaError, match="checksum mismatch"):
+        resolve(Weights(source=_served(tmp_path, "evil.pth", b"attacker"), license="x", sha256=digest))
+    assert not (tmp_path / "cache" / "evil.pth").exists()
+    # a torchvision-style name carries the sha256 prefix, checked like torch.hub does
+    name = f"resnet-{digest[:8]}.pth"
+    assert resolve(Weights(source=_served(tmp_path, name, good), license="x")).is_file()
+    (tmp_path / "cache" / name).unlink()
+    (tmp_path / "cache" / (name + ".sha256")).unlink()
+    with pytest.raises(SegarenaError, match="does not match the pinned"):
+        resolve(Weights(source=_served(tmp_path / "other", name, b"attacker"), license="x"))
+
+
+def test_hub_downloads_are_checked_against_their_pinned_digest(tmp_path, monkeypatch):
+    import hashlib
+
+    import huggingface_hub
+
+    from segarena.models.card import Weights
+    from segarena.models.weights import resolve
+
+    served = tmp_path / "model.safetensors"
+    served.write_bytes(b"not what was pinned")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(served))
+    pinned = hashlib.sha256(b"the official file").hexdigest()
+    with pytest.raises(SegarenaError, match="does not match the pinned"):
+        resolve(Weights(source="hf-hub:org/repo::model.safetensors", license="x", sha256=pinned))
+    assert resolve(Weights(source="hf-hub:org/repo::model.safetensors", license="x",
+                           sha256=hashlib.sha256(served.read_bytes()).hexdigest())) == served
+
+
+def test_every_downloadable_weight_is_pinned_or_listed():
+    """Each checkpoint a model card downloads has a full sha256, a digest in its official file name, or is one of
+    the documented exceptions (docs/models/checkpoint-safety.md), whose loading is still weights_only."""
+    import re
+
+    from segarena.models import MODELS, list_models
+
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "models" / "checkpoint-safety.md").read_text()
+    for name in list_models():
+        for w in (MODELS.get(name).card.pretrained or {}).values():
+            if w.sha256 or re.search(r"-[0-9a-f]{8,64}\.(pth|pt|bin)$", w.source):
+                continue
+            assert w.source.split("::")[0] in documented, f"{name}: {w.source} is neither pinned nor documented"

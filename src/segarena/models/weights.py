@@ -47,13 +47,19 @@ def resolve(weights: Weights, local: str | os.PathLike | None = None) -> Path:
         except ImportError:  # pragma: no cover - huggingface_hub comes with timm
             raise SegarenaError("huggingface_hub is needed for hub weights", fix="pip install huggingface_hub") from None
         try:
-            return Path(hf_hub_download(repo, filename or "model.safetensors", local_files_only=is_offline()))
+            path = Path(hf_hub_download(repo, filename or "model.safetensors", local_files_only=is_offline()))
         except Exception as exc:  # noqa: BLE001 - hub errors come in many classes
             raise SegarenaError(f"weights {src} are not available ({type(exc).__name__})",
                                 fix="connect to the network once to cache them, or pass a local checkpoint file") from None
+        return verify_digest(path, weights.sha256, src)
     if src.startswith(("http://", "https://", "file://")):
         name = src.rstrip("/").split("/")[-1].split("?")[0]
-        return fetch(src, weights_dir() / name, weights.sha256)
+        path = fetch(src, weights_dir() / name, weights.sha256)
+        if weights.sha256 is None:
+            prefix = _FILENAME_DIGEST.search(name)
+            if prefix:  # torchvision / OpenMMLab convention: the name carries the start of the sha256
+                verify_digest(path, prefix.group(1), src, prefix=True)
+        return path
     raise SegarenaError(f"weights source {src!r} cannot be resolved here",
                         fix="use an https:// URL, hf-hub:<repo>::<file>, or a local file")
 
@@ -96,6 +102,26 @@ def _torch_load_safe(path: Path) -> object:
 
 CONVERT_FIX = ("if you trust this file, convert it once to safetensors: "
                "segarena convert-weights {path} --out {out} --trust-file, then pass the .safetensors file")
+
+
+#: ``resnet50-0676ba61.pth``, ``mscan_t_20230227-119e8c9f.pth``: the hex after the last ``-`` is a sha256 prefix
+_FILENAME_DIGEST = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin)$")
+
+
+def verify_digest(path: Path, expected: str | None, what: str, *, prefix: bool = False) -> Path:
+    """Check ``path`` against its pinned sha256 (or, with ``prefix``, the sha256 prefix its official file name
+    carries, as ``torch.hub`` does) before anything reads it; a mismatch deletes nothing of the user's and is
+    refused with the fix. ``expected=None``: nothing is pinned (docs/models.md lists those weights)."""
+    if not expected:
+        return path
+    from ..data.download import sha256_file
+
+    digest = sha256_file(path)
+    if not (digest.startswith(expected) if prefix else digest == expected):
+        raise SegarenaError(f"{path}: sha256 {digest[:16]}… does not match the pinned {expected[:16]}… of {what}",
+                            fix=f"delete {path} so it is downloaded again; if it persists the file changed upstream "
+                                "— report it")
+    return path
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -39,7 +39,10 @@ from ._selective_scan import selective_scan
 
 VMAMBA_TINY = Weights(
     source="https://github.com/MzeroMiko/VMamba/releases/download/%23v0cls/vssmtiny_dp01_ckpt_epoch_292.pth",
-    license="MIT (VMamba)", sha256=None, dataset="ImageNet-1k", target="vssm_encoder")
+    license="MIT (VMamba)", dataset="ImageNet-1k", target="vssm_encoder",
+    # VMamba's release page publishes no checksum; this digest (91,649,482 bytes) is the one a public project that
+    # provisions this exact file verifies against (found in stored public sources; see docs/models.md)
+    sha256="dbc0cc4f5ec0e45db5fba7c939d2c7d9b617e891ac10766912a8d604c37c5e47")
 
 
 # --------------------------------------------------------------------------------------------- VMamba encoder

@@ -232,3 +232,26 @@ def test_ray_executor_local_instance(tmp_path, real_data_root):
     assert not out.failed and len(out.results) == 2
     assert all((Path(tmp_path / "r" / "runs") / r["summary"]["run_name"] / "records.parquet").is_file()
                for r in out.results.values())
+
+
+@pytest.mark.realdata
+def test_study_status_reads_the_runs_on_disk(tmp_path, real_data_root):
+    """A manifest that lags behind (killed between a run finishing and the manifest being rewritten, or written
+    by an older version) must not say "0 done" while the runs are complete on disk; a study whose process is gone
+    reads interrupted, not running."""
+    raw = _tiny_study(tmp_path, real_data_root, lr_search=None)
+    run_study(study_from_dict(raw), tmp_path / "r", progress=False)
+    mf = tmp_path / "r" / "studies" / "t.json"
+    info = json.loads(mf.read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mf.write_text(json.dumps({**info, "state": "running", "submitted": {}, "runs": {}, "pid": dead.pid,
+                              "pid_start": None}))
+    st = study_status(tmp_path / "r")[0]
+    assert (st["done"], st["pending"], st["state"]) == (2, 0, "complete")
+    # one run deleted: the study is no longer complete, and with its process gone it reads interrupted
+    import shutil
+
+    shutil.rmtree(next((tmp_path / "r" / "runs").iterdir()))
+    st = study_status(tmp_path / "r")[0]
+    assert (st["done"], st["pending"], st["running"], st["state"]) == (1, 1, 0, "interrupted")

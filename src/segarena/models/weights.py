@@ -140,7 +140,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = _torch_load_safe(path)
     except Exception as exc:  # noqa: BLE001 - torch raises many classes for foreign or damaged files
-        why = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch colours part of its message
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        if named:
+            name = named.group(1) if "." in named.group(1) else f"builtins.{named.group(1)}"  # torch drops it
+            why = f"it references {name}, which the restricted unpickler does not run"
+        else:
+            why = f"{type(exc).__name__}: " + next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:160]
         out = path.with_suffix(".safetensors")
         raise SegarenaError(f"{path}: cannot be read safely as a checkpoint ({why})",
                             fix=CONVERT_FIX.format(path=path, out=out)) from None

@@ -15,8 +15,21 @@ from PIL import Image
 from segarena import DataConfig, ModelConfig, ProtocolConfig, RunSpec, SegarenaError
 from segarena.cli import main
 from segarena.protocol import run
-from tests.unit.test_bad_inputs import (assert_unchanged, cli_error, lib_error, make_dataset, run_on,  # noqa: F401
-                                        snapshot, world)
+from tests.unit.test_bad_inputs import (
+    assert_unchanged,
+    build_world,
+    cli_error,
+    lib_error,
+    make_dataset,
+    run_on,
+    snapshot,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """A results folder with one finished run, earlier predictions and a bundle (see ``test_bad_inputs.py``)."""
+    return build_world(tmp_path_factory.mktemp("world"))
 
 
 # ---- damaged results folders (issue 16): listed with the file and the fix, everything else built ------------------

@@ -82,11 +82,10 @@ def pick_lr(summaries: list[dict[str, Any]], monitor: str = "val_mdsc",
 # ---- loading and validation ------------------------------------------------------------------------------
 def _problems(raw: dict[str, Any]) -> list[str]:
     """Every problem of a study file, each with its path in the file."""
+    from .._paths import name_problem
     from ..data import DATASETS
     from ..data.augment import AUGMENTATIONS
     from ..models import MODELS
-
-    from .._paths import name_problem
 
     out = []
     if "name" in raw and name_problem(raw["name"]):  # it names the manifest file: never a path

@@ -160,12 +160,13 @@ def study_status(results: str | os.PathLike) -> list[dict[str, Any]]:
     for mf in sorted((rd.path / "studies").glob("*.json")) if (rd.path / "studies").is_dir() else []:
         try:
             info = json.loads(mf.read_text())
-            assert isinstance(info, dict)
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError, AssertionError):
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            info = None
+        if not isinstance(info, dict):
+            fix = "rerun `segarena study run` with the study file: finished runs are kept and it is rewritten"
             out.append({"study": mf.stem, "state": "damaged", "done": 0, "running": 0, "interrupted": 0,
                         "failed": 0, "damaged": 0, "pending": 0, "expected": 0, "eta_seconds": None,
-                        "chosen_lr": {}, "problems": [f"{mf} is damaged — rerun `segarena study run` with the "
-                                                      "study file: finished runs are kept and it is rewritten"]})
+                        "chosen_lr": {}, "problems": [f"{mf} is damaged — {fix}"]})
             continue
         counts = {"done": 0, "running": 0, "interrupted": 0, "failed": 0, "damaged": 0}
         durations, problems = [], []

@@ -288,3 +288,28 @@ def test_every_downloadable_weight_is_pinned_or_listed():
             if w.sha256 or re.search(r"-[0-9a-f]{8,64}\.(pth|pt|bin)$", w.source):
                 continue
             assert w.source.split("::")[0] in documented, f"{name}: {w.source} is neither pinned nor documented"
+
+
+def test_unpinned_hub_files_are_checked_against_their_lfs_digest(tmp_path, monkeypatch):
+    """Without a pin, a hub file is checked against the sha256 its LFS pointer declares, which the hub cache uses
+    as the blob's name (``snapshots/<rev>/<file>`` -> ``blobs/<sha256>``): a blob changed afterwards is refused."""
+    import hashlib
+
+    import huggingface_hub
+
+    from segarena.models.card import Weights
+    from segarena.models.weights import resolve
+
+    data = b"the hub's file"
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "rev"
+    blobs.mkdir()
+    snap.mkdir(parents=True)
+    blob = blobs / hashlib.sha256(data).hexdigest()
+    blob.write_bytes(data)
+    (snap / "model.safetensors").symlink_to(blob)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(snap / "model.safetensors"))
+    w = Weights(source="hf-hub:org/repo::model.safetensors", license="x")
+    assert resolve(w) == snap / "model.safetensors"
+    blob.write_bytes(b"swapped in the cache")
+    with pytest.raises(SegarenaError, match="does not match the pinned"):
+        resolve(w)

@@ -51,6 +51,9 @@ def resolve(weights: Weights, local: str | os.PathLike | None = None) -> Path:
         except Exception as exc:  # noqa: BLE001 - hub errors come in many classes
             raise SegarenaError(f"weights {src} are not available ({type(exc).__name__})",
                                 fix="connect to the network once to cache them, or pass a local checkpoint file") from None
+        if weights.sha256 is None:  # the hub cache names an LFS blob by the sha256 its pointer declares
+            blob = path.resolve().name
+            return verify_digest(path, blob, src) if re.fullmatch(r"[0-9a-f]{64}", blob) else path
         return verify_digest(path, weights.sha256, src)
     if src.startswith(("http://", "https://", "file://")):
         name = src.rstrip("/").split("/")[-1].split("?")[0]

@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
-A crash or a full disk leaves either the old file or the new one, never a half-written file.
+A crash or a full disk leaves either the old file or the new one, never a half-written file. The file gets the
+mode an ordinary ``open()`` would give it (0666 less the umask): ``mkstemp`` creates 0600, which would hide reports,
+predictions and bundles from the user's group and from the other nodes of a cluster.
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import errno
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +27,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         # the real suffix goes last: writers such as np.save/np.savez append theirs when it is missing
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise SegarenaError(f"cannot write into {path.parent}: {(exc.strerror or str(exc)).lower()}",
                             fix=_fix_for(exc)) from None
@@ -33,6 +39,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+            # again: writers that replace the file themselves (safetensors, some savers) create it 0600
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -41,6 +49,23 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux; elsewhere set and restored under a lock)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def _fix_for(exc: OSError) -> str:

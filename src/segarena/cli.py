@@ -155,6 +155,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     spec = apply_overrides(spec, pre + (a.set or []))
     res = run(spec, a.results, data_root=a.data_root, device=a.device, progress=True)
     print(("already complete: " if res.skipped else "finished: ") + str(res.store.dir))
+    if res.skipped and not res.store.weights.is_file():  # a finished run is never redone: say what that means
+        print(f"segarena: warning: {res.store.dir} is complete but its checkpoint was deleted; its scores are kept "
+              "— to train it again, delete that folder and rerun this command", file=sys.stderr)
     print(leaderboard_text(load_results(a.results)["runs"]))
     return 0
 
@@ -203,10 +206,20 @@ def cmd_report(a: argparse.Namespace) -> int:
     from .report import build_report, leaderboard_text, load_results
 
     paths = build_report(a.results_dir, a.out)
-    print(leaderboard_text(load_results(a.results_dir)["runs"]))
+    res = load_results(a.results_dir)
+    print(leaderboard_text(res["runs"]))
     _print_verdicts(paths)
     print(f"\nreport: {paths['html']}\nmarkdown: {paths['markdown']}")
+    _print_problems(res.get("problems", []))
     return 0
+
+
+def _print_problems(problems: list) -> None:
+    """Damaged or partial runs of a results folder, one line each on stderr (the rest was built)."""
+    for p in problems:
+        print(f"segarena: warning: {p.line()}", file=sys.stderr)
+    if problems:
+        print(f"segarena: {len(problems)} run(s) left out or partial; everything else is included", file=sys.stderr)
 
 
 def cmd_study_run(a: argparse.Namespace) -> int:
@@ -243,8 +256,13 @@ def cmd_study_status(a: argparse.Namespace) -> int:
         print("no studies in this results folder")
     for r in rows:
         eta = f"{r['eta_seconds'] / 60:.1f} min" if r["eta_seconds"] is not None else "unknown"
-        print(f"{r['study']} ({r['state']}): {r['done']} done, {r['running']} running, {r['failed']} failed, "
+        extra = "".join(f", {r[k]} {k}" for k in ("interrupted", "damaged") if r.get(k))
+        print(f"{r['study']} ({r['state']}): {r['done']} done, {r['running']} running, {r['failed']} failed{extra}, "
               f"{r['pending']} pending of {r['expected']} — ETA {eta}")
+        for line in r.get("problems", []):
+            print(f"  {line}")
+        if r["state"] == "interrupted":
+            print("  the study process is gone: rerun `segarena study run` with the same file to finish it")
     return 0
 
 
@@ -278,7 +296,10 @@ def cmd_select(a: argparse.Namespace) -> int:
 def cmd_crossval(a: argparse.Namespace) -> int:
     from .runner.crossdata import cross_evaluate, generalization_gaps, matrix, ood_ranking, write_cross_summary
 
-    records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True)
+    problems: list = []
+    records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True,
+                             problems=problems)
+    _print_problems(problems)
     if records.empty:
         raise SegarenaError(f"{a.results_dir}: no complete run has a label-compatible partner dataset",
                             fix="train on a dataset with a harmonized group (polyp, skin lesion, breast lesion, ...)")
@@ -302,8 +323,15 @@ def cmd_crossval(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .evaluate import evaluate_folders
 
+    for flag, folder, fix in (("--pred", a.pred, "pass the folder your tool wrote its predicted masks to"),
+                              ("--ref", a.ref, "pass the folder holding the reference masks")):
+        if not Path(folder).expanduser().is_dir():  # before the dataset reader, whose fix names --data-root
+            raise SegarenaError(f"{flag} {folder}: " + ("is a file, not a folder" if Path(folder).exists()
+                                                         else "folder not found"), fix=fix)
     spacing = None
     if a.spacing:
         try:
@@ -401,6 +429,14 @@ def cmd_export(a: argparse.Namespace) -> int:
     if "onnx" in info:
         print(f"onnx: {path.parent / 'model.onnx'} (opset {a.opset}, max |onnxruntime - pytorch| = "
               f"{info['onnx']['max_abs_diff_vs_pytorch']:.2e})")
+    return 0
+
+
+def cmd_convert_weights(a: argparse.Namespace) -> int:
+    from .models.weights import convert_to_safetensors
+
+    n = convert_to_safetensors(a.checkpoint, a.out, trust_file=a.trust_file)
+    print(f"wrote {n} tensors to {a.out}; pass it as model.pretrained={a.out}")
     return 0
 
 
@@ -567,6 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="data.KEY=VALUE",
                    help="split settings of the runs to compare with, e.g. data.num_folds=5, data.options.path=...")
     p.set_defaults(fn=cmd_add_method)
+
+    p = sub.add_parser("convert-weights", help="write a checkpoint's tensors to safetensors (the safe format)")
+    p.add_argument("checkpoint", help="a .pth/.pt/.bin checkpoint")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--trust-file", action="store_true",
+                   help="unpickle with plain torch.load: RUNS any code in the file; only for files you trust")
+    p.set_defaults(fn=cmd_convert_weights)
 
     p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)

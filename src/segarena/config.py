@@ -95,8 +95,10 @@ class RunSpec:
     @property
     def run_name(self) -> str:
         """Readable, unique folder name: ``<model>__<dataset>__f<fold>__s<seed>__<hash>``."""
-        return (f"{self.model.name}__{self.data.name}__f{self.data.fold}__s{self.protocol.seed}__"
-                f"{self.run_id[:10]}")
+        from ._paths import file_part  # registered names are plain; a plugin's `smp:Unet/x` must not nest folders
+
+        return (f"{file_part(self.model.name, 120)}__{file_part(self.data.name, 120)}__f{self.data.fold}__"
+                f"s{self.protocol.seed}__{self.run_id[:10]}")
 
 
 C = TypeVar("C")

@@ -211,6 +211,10 @@ def _locate(path: Path) -> tuple[str, Path, dict[str, Any]]:
                             fix=f"pass one run folder{example}")
     if (path / "spec.json").is_file():
         state = (read_json(path / "status.json") or {}).get("state") if (path / "status.json").is_file() else None
+        if state == "complete":  # a finished run is never redone by `segarena run`: resuming would do nothing
+            raise SegarenaError(f"run {path} is complete but its checkpoint was deleted",
+                                fix="to train it again, delete the run folder and rerun the same `segarena run` "
+                                    "(its scores stay in summary.json until then)")
         raise SegarenaError(f"run {path} has no checkpoint yet (status: {state or 'pending'})",
                             fix="finish the run first (`segarena run` resumes it)")
     raise SegarenaError(f"{path} is neither a run folder (no checkpoint/model.json) nor a bundle (no {BUNDLE_FILE})",

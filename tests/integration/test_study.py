@@ -118,11 +118,51 @@ def _readable(path: Path) -> None:
         load_file(str(path))
 
 
+def _session_processes(sid: int, wait_s: float) -> list[str]:
+    """Command lines of processes still in session ``sid`` (the killed study's workers, resource tracker, ...),
+    after waiting up to ``wait_s`` for them to go."""
+    deadline = time.time() + wait_s
+    while True:
+        found = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                stat = (p / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                if int(fields[3]) == sid and fields[0] != "Z":
+                    found.append((p / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+            except (OSError, ValueError):
+                continue
+        if not found or time.time() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _status_agrees_with_disk(results: Path) -> None:
+    """After a kill: `study status` counts exactly the complete runs on disk, nothing reads as running, and
+    runs (and the study) whose process is gone read as interrupted."""
+    if not (results / "studies").is_dir():
+        return  # killed before the manifest was written
+    st = study_status(results)[0]
+    on_disk = [d for d in (results / "runs").iterdir() if (d / "summary.json").is_file()
+               and json.loads((d / "status.json").read_text())["state"] == "complete"] \
+        if (results / "runs").is_dir() else []
+    assert st["done"] == len(on_disk), st
+    assert st["running"] == 0 and st["state"] in ("interrupted", "complete"), st
+    started = [d for d in (results / "runs").iterdir() if (d / "status.json").is_file()] \
+        if (results / "runs").is_dir() else []
+    states = {json.loads((d / "status.json").read_text())["state"] for d in started}
+    assert st["interrupted"] == sum(json.loads((d / "status.json").read_text())["state"] == "running"
+                                    for d in started), (st, states)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume(tmp_path, real_data_root):
-    """Kill the whole study (scheduler and workers) with SIGKILL several times; the resumed study has every run
-    exactly once and no unreadable file."""
+    """Kill the study with SIGKILL several times (the whole group, or only the study process); after each kill no
+    process of it survives and `study status` agrees with disk; the resumed study has every run exactly once and
+    no unreadable file."""
     raw = _tiny_study(tmp_path, real_data_root)
     raw["protocol"] = {**raw["protocol"], "epochs": 3, "max_steps_per_epoch": 3}
     raw["lr_search"] = {**raw["lr_search"], "epochs": 3}
@@ -133,13 +173,21 @@ def test_sigkill_at_random_points_then_resume(tmp_path, real_data_root):
            "--workers", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rng = random.Random(0)
-    for _ in range(3):
+    for i in range(4):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        time.sleep(rng.uniform(3.0, 9.0))
+        time.sleep(rng.uniform(3.0, 9.0) if i < 2 else rng.uniform(12.0, 20.0))
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            if i % 2:  # the whole process group, as a job scheduler does
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:  # only the study process, as the OOM killer or `kill -9 <pid>` does: its workers must follow
+                os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        survivors = _session_processes(proc.pid, wait_s=15.0)
+        if survivors:
+            os.killpg(proc.pid, signal.SIGKILL)
+        assert not survivors, f"kill {i}: processes outlived the study: {survivors}"
+        _status_agrees_with_disk(results)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     study = study_from_dict(raw)
@@ -184,3 +232,26 @@ def test_ray_executor_local_instance(tmp_path, real_data_root):
     assert not out.failed and len(out.results) == 2
     assert all((Path(tmp_path / "r" / "runs") / r["summary"]["run_name"] / "records.parquet").is_file()
                for r in out.results.values())
+
+
+@pytest.mark.realdata
+def test_study_status_reads_the_runs_on_disk(tmp_path, real_data_root):
+    """A manifest that lags behind (killed between a run finishing and the manifest being rewritten, or written
+    by an older version) must not say "0 done" while the runs are complete on disk; a study whose process is gone
+    reads interrupted, not running."""
+    raw = _tiny_study(tmp_path, real_data_root, lr_search=None)
+    run_study(study_from_dict(raw), tmp_path / "r", progress=False)
+    mf = tmp_path / "r" / "studies" / "t.json"
+    info = json.loads(mf.read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mf.write_text(json.dumps({**info, "state": "running", "submitted": {}, "runs": {}, "pid": dead.pid,
+                              "pid_start": None}))
+    st = study_status(tmp_path / "r")[0]
+    assert (st["done"], st["pending"], st["state"]) == (2, 0, "complete")
+    # one run deleted: the study is no longer complete, and with its process gone it reads interrupted
+    import shutil
+
+    shutil.rmtree(next((tmp_path / "r" / "runs").iterdir()))
+    st = study_status(tmp_path / "r")[0]
+    assert (st["done"], st["pending"], st["running"], st["state"]) == (1, 1, 0, "interrupted")

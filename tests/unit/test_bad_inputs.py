@@ -44,10 +44,14 @@ def make_dataset(root: Path, n: int = 6) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """A results folder with one finished run, earlier predictions and a bundle: the things that must survive."""
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def build_world(base: Path) -> dict[str, Path]:
+    """The body of the ``world`` fixture (shared with the corpus' second file)."""
     from segarena.export import export_bundle
     from segarena.inference import predict
 
-    base = tmp_path_factory.mktemp("world")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEGARENA_CACHE", str(base / "cache"))
         ds = make_dataset(base / "good", n=9)
@@ -397,3 +401,4 @@ def test_full_disk_keeps_the_previous_file(world, tmp_path, capsys, monkeypatch)
     assert_unchanged(before)
     leftovers = [p for f in (world["predictions"], world["bundle"]) for p in f.rglob("*") if ".tmp" in p.name]
     assert not leftovers
+

@@ -93,11 +93,16 @@ def _official_vmamba_state(net: swin_umamba.SwinUMamba) -> dict[str, torch.Tenso
     return state
 
 
-class _TrainingConfig:
-    """Stands for the yacs config object that VMamba's training checkpoints pickle beside the weights."""
-
-    def __init__(self) -> None:
-        self.model = "vssm_tiny"
+def _training_config():
+    """The yacs config object that VMamba's training checkpoints (Swin Transformer's ``save_checkpoint``) pickle
+    beside the weights: a real ``yacs.config.CfgNode`` with a nested node, frozen as the training script does."""
+    yacs = pytest.importorskip("yacs.config")
+    cfg = yacs.CfgNode()
+    cfg.MODEL = yacs.CfgNode()
+    cfg.MODEL.TYPE, cfg.MODEL.DROP_PATH_RATE, cfg.MODEL.DEPTHS = "vssm", 0.1, [2, 2, 9, 2]
+    cfg.TRAIN = yacs.CfgNode({"EPOCHS": 300, "BASE_LR": 1e-3})
+    cfg.freeze()
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +115,12 @@ def test_swin_umamba_loads_official_vmamba_checkpoint(swin_umamba_net, tmp_path)
     official = _official_vmamba_state(net)
     assert "layers.0.downsample.reduction.weight" in official and "layers.2.blocks.8.self_attention.A_logs" in official
     path = tmp_path / "vssmtiny_dp01_ckpt_epoch_292.pth"
-    torch.save({"model": official, "config": _TrainingConfig(), "epoch": 292, "max_accuracy": 82.2}, path)
-    with pytest.raises(SegarenaError):  # the plain weights-only reader refuses the pickled config ...
-        from segarena.models.weights import read_state_dict
-
-        read_state_dict(path)
+    torch.save({"model": official, "config": _training_config(), "epoch": 292, "max_accuracy": 82.2,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]}}, path)
+    with pytest.raises(Exception, match="yacs.config.CfgNode"):  # torch's weights-only reader refuses the config
+        torch.load(path, weights_only=True)
     patch_before = net.vssm_encoder.patch_embed.proj.weight.detach().clone()
-    swin_umamba.load_vmamba(net, local=path)  # ... ours reads it without running any of its code
+    swin_umamba.load_vmamba(net, local=path)  # ours reads it (still weights_only) with the config made inert
     own = net.vssm_encoder.state_dict()
     torch.testing.assert_close(own["downsamples.1.reduction.weight"], official["layers.1.downsample.reduction.weight"])
     torch.testing.assert_close(own["layers.2.blocks.8.self_attention.x_proj_weight"],

@@ -116,7 +116,12 @@ def safe_extract(archive: Path, target: Path) -> None:
                                     fix="the archive is unsafe; get it from the official source")
             if m.isdev():
                 raise DataError(f"{archive}: member {m.name!r} is a device file", fix="the archive is unsafe")
-        tf.extractall(target, filter="data")
+        try:
+            tf.extractall(target, filter="data")  # also catches link chains the member check above cannot see
+        except tarfile.FilterError as exc:
+            raise DataError(f"{archive}: {exc}", fix="the archive is unsafe; get it from the official source") from None
+        except (tarfile.TarError, EOFError) as exc:
+            raise DataError(f"{archive}: damaged archive ({exc})", fix="delete it and download again") from None
 
 
 def download_dataset(card: DatasetCard, data_root: Path) -> Path:
@@ -129,7 +134,11 @@ def download_dataset(card: DatasetCard, data_root: Path) -> Path:
     final = data_root / card.folder
     staging = data_root / f".{card.folder}.extracting"
     shutil.rmtree(staging, ignore_errors=True)
-    safe_extract(archive, staging)
+    try:
+        safe_extract(archive, staging)
+    except BaseException:  # a refused or damaged archive leaves no half-extracted staging folder behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     src = staging / dl.archive_root if dl.archive_root else staging
     if not src.is_dir():
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,11 +1,20 @@
 """Pretrained-weight loading: resolve a checkpoint (cache, URL or Hugging Face hub, offline mode), read it safely,
 map official keys onto our modules with a converter, and load strictly.
 
-Safety: ``.safetensors`` is preferred; torch pickles are read with ``torch.load(weights_only=True)`` only.
+Safety: nothing in a checkpoint is ever executed. ``.safetensors`` is preferred; torch files (zip or legacy
+format) are read with ``torch.load(weights_only=True)`` only: torch's restricted unpickler, which builds tensors
+and plain containers and calls nothing else. Training checkpoints that pickle a config object beside the weights
+(a yacs ``CfgNode``, an ``argparse.Namespace``) name a class that this unpickler refuses; such a name is mapped to
+an inert stand-in (an empty mapping that never imports or calls the named class) and the file is read again, still
+with ``weights_only=True``. A file that still cannot be read safely is refused with the fix: convert it once to
+safetensors on a machine where you trust it (``segarena convert-weights``, see docs/models.md).
+Downloads are checked against their pinned sha256 before they are read (``data.download.fetch``).
 """
 from __future__ import annotations
 
 import os
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -38,34 +47,157 @@ def resolve(weights: Weights, local: str | os.PathLike | None = None) -> Path:
         except ImportError:  # pragma: no cover - huggingface_hub comes with timm
             raise SegarenaError("huggingface_hub is needed for hub weights", fix="pip install huggingface_hub") from None
         try:
-            return Path(hf_hub_download(repo, filename or "model.safetensors", local_files_only=is_offline()))
+            path = Path(hf_hub_download(repo, filename or "model.safetensors", local_files_only=is_offline()))
         except Exception as exc:  # noqa: BLE001 - hub errors come in many classes
             raise SegarenaError(f"weights {src} are not available ({type(exc).__name__})",
                                 fix="connect to the network once to cache them, or pass a local checkpoint file") from None
+        if weights.sha256 is None:  # the hub cache names an LFS blob by the sha256 its pointer declares
+            blob = path.resolve().name
+            return verify_digest(path, blob, src) if re.fullmatch(r"[0-9a-f]{64}", blob) else path
+        return verify_digest(path, weights.sha256, src)
     if src.startswith(("http://", "https://", "file://")):
         name = src.rstrip("/").split("/")[-1].split("?")[0]
-        return fetch(src, weights_dir() / name, weights.sha256)
+        path = fetch(src, weights_dir() / name, weights.sha256)
+        if weights.sha256 is None:
+            prefix = _FILENAME_DIGEST.search(name)
+            if prefix:  # torchvision / OpenMMLab convention: the name carries the start of the sha256
+                verify_digest(path, prefix.group(1), src, prefix=True)
+        return path
     raise SegarenaError(f"weights source {src!r} cannot be resolved here",
                         fix="use an https:// URL, hf-hub:<repo>::<file>, or a local file")
 
 
+_UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+_MAX_STAND_INS = 32
+
+
+def _stand_in(full_name: str) -> type:
+    """An inert class registered under ``full_name`` for torch's restricted unpickler: constructing it (NEWOBJ or
+    a call) returns an empty ``OrderedDict``, which the unpickler may fill with plain data; the real class is never
+    imported and nothing from the file runs."""
+    module, _, name = full_name.rpartition(".")
+
+    def __new__(cls, *args: object, **kwargs: object) -> OrderedDict:
+        return OrderedDict()
+
+    return type(name, (), {"__new__": __new__, "__module__": module, "__qualname__": name})
+
+
+def _torch_load_safe(path: Path) -> object:
+    """``torch.load(weights_only=True)``, with inert stand-ins for the non-tensor globals it names (config
+    objects of training checkpoints); gives up after a bounded number of them."""
+    import pickle
+
+    stand_ins: list[tuple[type, str]] = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            m = _UNSUPPORTED_GLOBAL.search(str(exc))
+            # torch names builtins without their module: those (exec, eval, getattr, ...) are never a config
+            # object, and a checkpoint that calls one is hostile or broken: refuse it
+            if m is None or "." not in m.group(1) or len(stand_ins) >= _MAX_STAND_INS or \
+                    any(n == m.group(1) for _, n in stand_ins):
+                raise
+            stand_ins.append((_stand_in(m.group(1)), m.group(1)))
+
+
+CONVERT_FIX = ("if you trust this file, convert it once to safetensors: "
+               "segarena convert-weights {path} --out {out} --trust-file, then pass the .safetensors file")
+
+
+#: ``resnet50-0676ba61.pth``, ``mscan_t_20230227-119e8c9f.pth``: the hex after the last ``-`` is a sha256 prefix
+_FILENAME_DIGEST = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin)$")
+
+
+def verify_digest(path: Path, expected: str | None, what: str, *, prefix: bool = False) -> Path:
+    """Check ``path`` against its pinned sha256 (or, with ``prefix``, the sha256 prefix its official file name
+    carries, as ``torch.hub`` does) before anything reads it; a mismatch deletes nothing of the user's and is
+    refused with the fix. ``expected=None``: nothing is pinned (docs/models.md lists those weights)."""
+    if not expected:
+        return path
+    from ..data.download import sha256_file
+
+    digest = sha256_file(path)
+    if not (digest.startswith(expected) if prefix else digest == expected):
+        raise SegarenaError(f"{path}: sha256 {digest[:16]}… does not match the pinned {expected[:16]}… of {what}",
+                            fix=f"delete {path} so it is downloaded again; if it persists the file changed upstream "
+                                "— report it")
+    return path
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint, read without running any code from it (module docstring). Wrapper keys
+    (``state_dict``, ``model``, ``module``, ``model_state``) are unwrapped; non-tensor entries dropped."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SegarenaError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})",
+                                fix="download or convert the checkpoint again") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise SegarenaError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})".split("\n")[0],
-                            fix="use a .safetensors or a plain tensor state dict (.pth) file") from None
+        obj = _torch_load_safe(path)
+    except Exception as exc:  # noqa: BLE001 - torch raises many classes for foreign or damaged files
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch colours part of its message
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        if named:
+            name = named.group(1) if "." in named.group(1) else f"builtins.{named.group(1)}"  # torch drops it
+            why = f"it references {name}, which the restricted unpickler does not run"
+        else:
+            why = f"{type(exc).__name__}: " + next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:160]
+        out = path.with_suffix(".safetensors")
+        raise SegarenaError(f"{path}: cannot be read safely as a checkpoint ({why})",
+                            fix=CONVERT_FIX.format(path=path, out=out)) from None
     for key in ("state_dict", "model", "module", "model_state"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping):
-        raise SegarenaError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        raise SegarenaError(f"{path}: expected a state dict, found {type(obj).__name__}",
+                            fix="pass a checkpoint that holds the model's tensors (a state dict)")
+    state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not state:
+        raise SegarenaError(f"{path}: holds no tensors", fix="pass the checkpoint file of the weights themselves")
+    return state
+
+
+def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *, trust_file: bool = False) -> int:
+    """Write the tensors of checkpoint ``src`` to ``dst`` (safetensors); returns how many tensors were written.
+
+    Without ``trust_file`` the file is read exactly as loading reads it (nothing executes). With it, the file is
+    unpickled by plain ``torch.load`` — this RUNS whatever code the file contains, so use it only for a file from
+    a source you trust, once, and load the safetensors file from then on."""
+    from safetensors.torch import save_file
+
+    from .._io import atomic_write
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise SegarenaError(f"{src} not found", fix="check the checkpoint path")
+    if trust_file:
+        try:
+            obj = torch.load(src, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise SegarenaError(f"{src}: not a torch checkpoint ({type(exc).__name__})",
+                                fix="pass the checkpoint file itself") from None
+        for key in ("state_dict", "model", "module", "model_state"):
+            if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+        if not isinstance(obj, Mapping):
+            raise SegarenaError(f"{src}: expected a state dict, found {type(obj).__name__}",
+                                fix="pass a checkpoint that holds the model's tensors")
+        state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    else:
+        state = read_state_dict(src)
+    if not state:
+        raise SegarenaError(f"{src}: holds no tensors", fix="pass the checkpoint file of the weights themselves")
+    state = {k: v.detach().contiguous().clone() for k, v in state.items()}  # shared storages cannot be saved
+    atomic_write(dst, lambda tmp: save_file(state, str(tmp)), suffix=".safetensors")
+    return len(state)
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, what: str,

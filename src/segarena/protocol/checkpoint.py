@@ -28,7 +28,8 @@ def load_weights(model: SegModel, folder: Path) -> None:
 
     path = folder / "model.safetensors"
     if not path.is_file():
-        raise SegarenaError(f"{path} not found", fix="the run has no checkpoint yet; run it first")
+        raise SegarenaError(f"{path} not found", fix="run it first; if the run is complete, its checkpoint was "
+                                                    "deleted: delete the run folder and rerun to train it again")
     missing, unexpected = load_model(model.net, str(path), strict=False)
     if missing or unexpected:
         raise SegarenaError(f"{path} does not match model {model.card.name!r} (missing {missing[:3]}, unexpected "

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from .._errors import RunFailed, SegarenaError
+from .._errors import DataError, RunFailed, SegarenaError
 from .._io import atomic_write, write_json
 from ..config import RunSpec
 from ..data.augment import AUGMENTATIONS, augment, normalize
@@ -222,6 +222,11 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     if not split.train or not split.val or not split.test:
         raise SegarenaError(f"fold {d.fold} of {d.name}: empty train, validation or test set",
                             fix="use more cases (data.limit) or fewer folds")
+    if not any(np.asarray(data.masks[i]).any() for i in split.train):  # stops at the first foreground pixel
+        raise DataError(f"{d.name}: all {len(split.train)} training masks of fold {d.fold} are empty (background "
+                        "only), so there is nothing to learn and every score would be meaningless",
+                        fix="check the masks folder and data.options.mask_values (e.g. masks stored as 0/1 "
+                            "read as 0/255), or run `segarena datasets check`")
     write_json(store.path("split.json"), {k: [data.ids[i] for i in getattr(split, k)] for k in ("train", "val", "test")}
                | {"duplicates": split_rec["duplicates"], "removed": split_rec.get("removed", []),
                   "duplicate_policy": d.duplicates, "split": d.split, "num_folds": d.num_folds, "fold": d.fold})
@@ -390,6 +395,7 @@ def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], p
     """Best and worst test cases (by per-case Dice) as image | overlay PNGs, for the report."""
     from PIL import Image
 
+    from .._paths import file_part
     from ..report.overlay import side_by_side
 
     case_dice = df.groupby("case_id")["dice"].mean().sort_values(kind="stable")
@@ -400,7 +406,7 @@ def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], p
     for rank, (kind, cid) in enumerate(picks):
         j, i = pos[cid]
         strip = side_by_side(np.asarray(data.images[i]), np.asarray(data.masks[i]), preds[j])
-        name = f"{kind}_{rank % n}_{cid}_dice{case_dice[cid]:.3f}.png"
+        name = f"{kind}_{rank % n}_{file_part(cid)}_dice{case_dice[cid]:.3f}.png"  # case ids may hold '/'
         atomic_write(folder / name, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"), suffix=".png")
 
 

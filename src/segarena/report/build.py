@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .._io import write_text
-from ..runner.store import ResultsDir
+from ..runner.store import Problem, ResultsDir
 
 LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall", "hd95_mean", "nsd_mean")
 
@@ -22,29 +22,42 @@ def load_results(results: str | os.PathLike) -> dict[str, Any]:
     """Summaries of complete runs, failures, and logs — everything the report needs, from the store only."""
     rd = ResultsDir(results, create=False)
     rows, failed, logs, search = [], [], {}, []
-    for d in rd.run_dirs():
-        status = json.loads((d / "status.json").read_text()) if (d / "status.json").is_file() else {}
-        if status.get("state") == "complete" and (d / "summary.json").is_file():
-            s = json.loads((d / "summary.json").read_text())
+    scan = rd.scan()  # damaged or partial runs become listed problems, never a traceback
+    for info in scan.runs:
+        d, spec, status, s = info.dir, info.spec, info.status, info.summary
+        if s is not None:
             if s.get("validation_only"):  # LR-search runs: model selection, never in the leaderboard
-                search.append({k: s[k] for k in ("model", "dataset", "fold", "lr", "best_epoch")} | s["best_val"])
+                search.append({k: s.get(k) for k in ("model", "dataset", "fold", "lr", "best_epoch")}
+                              | s.get("best_val", {}))
                 continue
             rows.append({**{k: v for k, v in s.items() if k not in ("metrics", "per_class", "versions")},
-                         **s["metrics"], **{f"class:{k}": v for k, v in s["per_class"].items()}, "dir": str(d)})
-            logs[s["run_name"]] = json.loads((d / "log.json").read_text()) if (d / "log.json").is_file() else []
-        else:
-            spec = json.loads((d / "spec.json").read_text())
-            failed.append({"run": d.name, "model": spec["model"]["name"], "dataset": spec["data"]["name"],
-                           "fold": spec["data"]["fold"], "state": status.get("state", "pending"),
+                         **s["metrics"], **{f"class:{k}": v for k, v in s.get("per_class", {}).items()},
+                         "dir": str(d)})
+            logs[s.get("run_name", d.name)] = info.log
+        elif info.state != "complete":
+            failed.append({"run": d.name, "model": spec["model"].get("name"), "dataset": spec["data"].get("name"),
+                           "fold": spec["data"].get("fold"), "state": info.state,
                            "error": status.get("error", "")})
+    for pr in scan.problems:
+        if pr.kind == "interrupted":
+            continue  # already listed above with its state
+        failed.append({"run": pr.run, "model": "", "dataset": "", "fold": "", "state": pr.kind,
+                       "error": f"{pr.file} {pr.what} — {pr.fix}"})
     chosen = {}
     for mf in sorted((rd.path / "studies").glob("*.json")) if (rd.path / "studies").is_dir() else []:
-        for pair, lr in json.loads(mf.read_text()).get("chosen_lr", {}).items():
+        try:
+            manifest = json.loads(mf.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            scan.problems.append(Problem(f"studies/{mf.name}", "", "is damaged (chosen learning rates left out)",
+                                         "rerun `segarena study run` with the study file to rewrite it"))
+            continue
+        for pair, lr in (manifest.get("chosen_lr") or {}).items():
             model, dataset = pair.split("|")
             chosen[(model, dataset)] = lr
     missing, unstarted = _study_gaps(rd.path, {d.name for d in rd.run_dirs()})
     return {"runs": pd.DataFrame(rows), "failed": pd.DataFrame(failed + missing), "logs": logs, "root": rd.path,
-            "search": pd.DataFrame(search), "chosen_lr": chosen, "unstarted": unstarted}
+            "search": pd.DataFrame(search), "chosen_lr": chosen, "unstarted": unstarted,
+            "problems": scan.problems}
 
 
 def _study_gaps(root: Path, present: set[str]) -> tuple[list[dict[str, Any]], list[str]]:

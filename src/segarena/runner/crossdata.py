@@ -87,19 +87,42 @@ def evaluate_on(store: RunStore, target: str, group: str, data_root: str | os.Pa
 
 
 def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | None = None,
-                   device: str | None = None, limit: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Evaluate every complete run on every compatible dataset that can be found; return all records."""
+                   device: str | None = None, limit: int | None = None, progress: bool = True,
+                   problems: list | None = None) -> pd.DataFrame:
+    """Evaluate every complete run on every compatible dataset that can be found; return all records.
+    Damaged or partial runs are skipped and appended to ``problems`` (file + fix) when a list is given."""
+    from .._errors import SegarenaError
+    from .store import Problem
+
     rd = ResultsDir(results, create=False)
     frames = []
-    for d in rd.run_dirs():
-        store = RunStore(d)
-        if not store.is_complete() or not store.spec.protocol.evaluate_test:
+    scan = rd.scan(check_records=False)  # damaged runs are listed, never a traceback
+    found = scan.problems if problems is None else problems
+    if problems is not None:
+        problems.extend(scan.problems)
+    usable = {p.run for p in scan.problems if p.file == "checkpoint/model.safetensors"}
+    for info in scan.complete:
+        if info.dir.name in usable:
+            continue  # no weights to evaluate with (listed as a problem)
+        try:
+            store = RunStore(info.dir)
+        except SegarenaError as exc:
+            found.append(Problem(info.dir.name, "spec.json", f"is not a valid run spec ({exc})",
+                                 "delete this run folder and rerun the command that made it"))
+            continue
+        if not store.spec.protocol.evaluate_test:
             continue
         if store.summary().get("family") == "external":  # scored masks (add-method): no model to run elsewhere
             continue
         for group, targets in compatible(store.spec.data.name).items():
             # in-domain: the run's own test fold through the same harmonized path as the other datasets
-            frames.append(_own_test_harmonized(store, group, data_root, device).assign(group=group))
+            try:
+                frames.append(_own_test_harmonized(store, group, data_root, device).assign(group=group))
+            except (SegarenaError, OSError, ValueError, KeyError) as exc:
+                found.append(Problem(info.dir.name, "split.json / test fold",
+                                     f"cannot be evaluated ({str(exc).splitlines()[0]})",
+                                     "delete this run folder and rerun the command that made it"))
+                break
             for target in targets:
                 try:
                     df = evaluate_on(store, target, group, data_root, device, limit)

@@ -1,7 +1,9 @@
 """Executors run single runs somewhere and report back; the study scheduler (``study_runner``) decides what runs.
 
 - ``local``: N worker processes (``spawn``), each pinned to one GPU through ``CUDA_VISIBLE_DEVICES`` when GPUs
-  exist, else CPU. A worker that dies (SIGKILL, segfault, OOM killer) is replaced and its run retried.
+  exist, else CPU. A worker that dies (SIGKILL, segfault, OOM killer) is replaced and its run retried. Workers
+  die with the study process (Linux parent-death signal), so a killed study leaves none behind; the
+  multiprocessing resource tracker then sees its last client gone and exits too.
 - ``ray``: one Ray task per run with its resource request (``num_gpus``/``num_cpus``), on a running cluster
   (``address``) or a local Ray instance. The results folder must be on a file system every node sees.
 Nothing here schedules a cluster: Ray (or the local process pool) does.
@@ -43,7 +45,29 @@ def execute_one(spec_dict: dict[str, Any], results: str, data_root: str | None, 
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "traceback": traceback.format_exc()}
 
 
-def _init_worker(gpu_queue, threads: int) -> None:
+def die_with_parent(parent_pid: int | None = None) -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a killed
+    study leaves no worker behind holding memory or a GPU; exits at once if the parent is already gone. Returns
+    False where the platform has no such signal (the pool's own shutdown then is the only cleanup)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    return True
+
+
+def _init_worker(gpu_queue, threads: int, parent_pid: int | None = None) -> None:
+    die_with_parent(parent_pid)
     gpu = gpu_queue.get() if gpu_queue is not None else None
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -77,7 +101,7 @@ class LocalExecutor:
                 queue.put(self.gpus[i % len(self.gpus)])
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(queue, threads))
+                                   initargs=(queue, threads, os.getpid()))
 
     def submit(self, key: Any, *args: Any) -> None:
         fut = self._pool.submit(execute_one, *args)

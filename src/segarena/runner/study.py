@@ -82,11 +82,21 @@ def pick_lr(summaries: list[dict[str, Any]], monitor: str = "val_mdsc",
 # ---- loading and validation ------------------------------------------------------------------------------
 def _problems(raw: dict[str, Any]) -> list[str]:
     """Every problem of a study file, each with its path in the file."""
+    from .._paths import name_problem
     from ..data import DATASETS
     from ..data.augment import AUGMENTATIONS
     from ..models import MODELS
 
     out = []
+    if "name" in raw and name_problem(raw["name"]):  # it names the manifest file: never a path
+        out.append(f"name: {name_problem(raw['name'])} (use letters, digits, '-', '_' and '.')")
+    if isinstance(raw.get("models"), str):  # `models: tiny-fcn` would otherwise be read letter by letter
+        out.append(f"models: expected a list, got the string {raw['models']!r} (write models: [{raw['models']}])")
+        raw = {**raw, "models": [raw["models"]]}
+    if isinstance(raw.get("datasets"), str):
+        out.append(f"datasets: expected a list, got the string {raw['datasets']!r} "
+                   f"(write datasets: [{raw['datasets']}])")
+        raw = {**raw, "datasets": [raw["datasets"]]}
     for i, m in enumerate(raw.get("models") or []):
         if m not in MODELS:
             out.append(f"models[{i}]: {MODELS.unknown_message(str(m))}")
@@ -146,7 +156,8 @@ def study_from_dict(raw: Any, where: str = "study", scale: str | None = None) ->
         raw = _merge(raw, scales[scale])
     problems = _problems(raw)
     if problems:
-        raise ConfigError(f"{where}: {len(problems)} problem(s): " + "; ".join(problems))
+        raise ConfigError(f"{where}: {len(problems)} problem(s): " + "; ".join(problems),
+                          fix="correct them in the study file; nothing was run")
     for key in ("model_overrides", "dataset_overrides"):
         raw[key] = raw.get(key) or {}
     for key in ("models", "datasets", "folds", "seeds"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from .._io import write_json
 from ..config import RunSpec, to_dict
 from .executors import make_executor
-from .store import ResultsDir, RunStore
+from .store import ResultsDir, process_alive, process_start, scan_runs
 from .study import StudySpec, pick_lr
 
 
@@ -33,7 +34,9 @@ class StudyOutcome:
 
 
 def _manifest_path(results: Path, name: str) -> Path:
-    return results / "studies" / f"{name}.json"
+    from .._paths import check_name, inside
+
+    return inside(results / "studies", check_name(name, "study name") + ".json", what="study name")
 
 
 def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "local", workers: int = 1,
@@ -53,6 +56,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
 
     def save_manifest(state: str) -> None:
         write_json(manifest, {"name": study.name, "state": state, "time": time.time(), "workers": workers,
+                              "pid": os.getpid(), "host": socket.gethostname(), "pid_start": process_start(os.getpid()),
                               "executor": executor, "study": to_dict(study), "chosen_lr": out.chosen_lr,
                               "expected_runs": total,
                               "submitted": {rid: sp.run_name for rid, sp in specs.items()},
@@ -118,35 +122,79 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
     return out
 
 
+def _planned_runs(info: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+    """Run folder names a study's manifest implies: its LR-search runs, and the CV runs of every pair whose
+    learning rate is known (from the manifest, or recomputed from the search runs complete on disk, as the
+    runner does); plus whatever it recorded as submitted."""
+    from .study import study_from_dict
+
+    names = list(dict.fromkeys((info.get("submitted") or {}).values()))
+    try:
+        study = study_from_dict(info["study"], where="manifest")
+    except Exception:  # noqa: BLE001 - an older or edited manifest: fall back to what it recorded
+        return names
+    chosen = info.get("chosen_lr") or {}
+    for m, d in study.pairs():
+        search = study.search_specs(m, d)
+        names += [s.run_name for s in search]
+        lr = chosen.get(f"{m}|{d}")
+        if search and lr is None:
+            done = [runs[s.run_name].summary for s in search
+                    if s.run_name in runs and runs[s.run_name].summary is not None]
+            if len(done) < len(search):
+                continue  # the search is not finished: its CV runs are not known yet
+            lr = pick_lr(done, study.protocol.monitor, study.lr_search.lrs if study.lr_search else None)
+        names += [s.run_name for s in study.cv_specs(m, d, lr)]
+    return list(dict.fromkeys(names))
+
+
 def study_status(results: str | os.PathLike) -> list[dict[str, Any]]:
-    """Per study in the folder: done / running / failed / pending counts and an ETA."""
+    """Per study in the folder: done / running / interrupted / failed / pending counts and an ETA, read from
+    the run folders on disk (the manifest only says which runs belong to the study), so the counts always agree
+    with what is there — also after a SIGKILL. Damaged runs are counted and listed under ``problems``."""
     rd = ResultsDir(results, create=False)
+    scan = scan_runs(rd.path, check_records=False)
+    runs = {r.dir.name: r for r in scan.runs}
+    damaged = {p.run: p for p in scan.problems if p.kind == "damaged"}
     out = []
-    for mf in sorted((rd.path / "studies").glob("*.json")):
-        info = json.loads(mf.read_text())
-        counts = {"done": 0, "running": 0, "failed": 0, "queued": 0}
-        durations = []
-        for rid, name in info.get("submitted", {}).items():
-            store_dir = rd.path / "runs" / name
-            st = RunStore(store_dir).status() if (store_dir / "spec.json").is_file() else {"state": "pending"}
-            state = st.get("state")
-            if state == "complete":
+    for mf in sorted((rd.path / "studies").glob("*.json")) if (rd.path / "studies").is_dir() else []:
+        try:
+            info = json.loads(mf.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            info = None
+        if not isinstance(info, dict):
+            fix = "rerun `segarena study run` with the study file: finished runs are kept and it is rewritten"
+            out.append({"study": mf.stem, "state": "damaged", "done": 0, "running": 0, "interrupted": 0,
+                        "failed": 0, "damaged": 0, "pending": 0, "expected": 0, "eta_seconds": None,
+                        "chosen_lr": {}, "problems": [f"{mf} is damaged — {fix}"]})
+            continue
+        counts = {"done": 0, "running": 0, "interrupted": 0, "failed": 0, "damaged": 0}
+        durations, problems = [], []
+        for name in _planned_runs(info, runs):
+            if name in damaged:
+                counts["damaged"] += 1
+                problems.append(damaged[name].line())
+                continue
+            r = runs.get(name)
+            if r is None:
+                continue  # not started: pending
+            if r.summary is not None:
                 counts["done"] += 1
-                summ = store_dir / "summary.json"
-                if summ.is_file():
-                    durations.append(json.loads(summ.read_text()).get("wall_seconds", 0.0))
-            elif state == "failed" and info.get("runs", {}).get(rid, {}).get("state") == "failed":
-                counts["failed"] += 1  # failed for good (retries exhausted)
-            elif state == "running" and (store_dir / ".lock").exists():
-                counts["running"] += 1
-            else:
-                counts["queued"] += 1
-        expected = info.get("expected_runs", 0)
-        pending = max(0, expected - counts["done"] - counts["failed"] - counts["running"])
-        counts.pop("queued")
+                durations.append(float(r.summary.get("wall_seconds", 0.0) or 0.0))
+            elif r.state in ("running", "interrupted", "failed"):
+                counts[r.state] += 1
+        expected = int(info.get("expected_runs", 0) or 0)
+        pending = max(0, expected - sum(counts.values()))
+        state = info.get("state", "unknown")
+        if state == "running" and "pid" in info and not process_alive(info.get("pid"), info.get("pid_start"),
+                                                                      info.get("host")):
+            state = "interrupted"  # the study process was killed without a word
+        if expected and counts["done"] == expected:
+            state = "complete"
         mean = sum(durations) / len(durations) if durations else None
-        workers = max(1, int(info.get("workers", 1)))
+        workers = max(1, int(info.get("workers", 1) or 1))
         eta = mean * (pending + counts["running"]) / workers if mean is not None else None
-        out.append({"study": info["name"], "state": info["state"], **counts, "pending": pending,
-                    "expected": expected, "eta_seconds": eta, "chosen_lr": info.get("chosen_lr", {})})
+        out.append({"study": info.get("name", mf.stem), "state": state, **counts, "pending": pending,
+                    "expected": expected, "eta_seconds": eta, "chosen_lr": info.get("chosen_lr", {}),
+                    "problems": problems})
     return out

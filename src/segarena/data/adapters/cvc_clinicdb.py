@@ -21,7 +21,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
 from ..check import Problem, Scan, files_by_id, first_dir, pair_files
-from ..io import binarize, read_image
+from ..io import read_labels
 
 #: (first frame, last frame) of each video sequence, inclusive, in frame order
 SEQUENCES: tuple[tuple[int, int], ...] = (
@@ -64,8 +64,8 @@ def sequence_of(frame: int) -> int:
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # Masks are white polyps on black, some stored as RGB: take luminance, then threshold at the midpoint.
-    return binarize(read_image(case.masks[0], 1)[..., 0])
+    # Masks are white polyps on black (0/255, some stored as RGB TIFF): the shared rule maps them to 0/1.
+    return read_labels(case.masks[0], 2)
 
 
 def _folders(root: Path) -> tuple[Path, Path]:

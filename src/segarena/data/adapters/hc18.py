@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ..._errors import DataError
 from ..card import Case, DatasetCard, Download, register_dataset
-from ..io import read_gray
+from ..io import read_labels
 
 CARD = DatasetCard(
     name="hc18",
@@ -36,7 +36,7 @@ _STEM = re.compile(r"^(?P<n>\d+)(?:_(?P<rep>\d+))?_?HC$")
 
 def read_mask(case: Case) -> np.ndarray:
     """Fill the annotated ellipse outline; an already filled mask passes through unchanged."""
-    outline = read_gray(case.masks[0]) > 127
+    outline = read_labels(case.masks[0], 2) > 0
     return ndimage.binary_fill_holes(outline).astype(np.uint8)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
 from ..check import Problem, Scan, first_dir
-from ..io import map_values, read_image
+from ..io import read_labels
 
 CARD = DatasetCard(
     name="ph2",
@@ -46,8 +46,8 @@ _CASE = re.compile(r"^IMD\d{3}$")
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # BMP masks come as 1-bit, 8-bit grey or palette images: decode through luminance, then 0/255 -> 0/1.
-    return map_values(read_image(case.masks[0], 1)[..., 0], {0: 0, 255: 1}, case.masks[0])
+    # BMP masks come as 1-bit, 8-bit grey or palette images; the shared rule maps 0/1 and 0/255 to 0/1.
+    return read_labels(case.masks[0], 2)
 
 
 def _diagnoses(path: Path) -> dict[str, str]:

@@ -242,6 +242,13 @@ class Predictions(list):
         self.skipped: list[tuple[Path, str]] = []
 
 
+def output_stem(path: Path) -> str:
+    """The name of a prediction: the input's stem, without nnU-Net's channel suffix ``_0000`` (``case_0000.png``
+    -> ``case.png``, as nnU-Net names its predictions and labels), so ``evaluate --ref labelsTr`` matches."""
+    stem = path.stem
+    return stem[:-5] if len(stem) > 5 and stem.endswith("_0000") else stem
+
+
 def list_inputs(inputs: str | Path) -> list[Path]:
     """One image file, or the image files (by suffix, not hidden, not recursive) of a folder, sorted."""
     inputs = Path(inputs).expanduser()
@@ -254,12 +261,17 @@ def list_inputs(inputs: str | Path) -> list[Path]:
     if not files:
         raise SegarenaError(f"--input {inputs}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder",
                             fix="point --input at a folder that holds the images (subfolders are not searched)")
+    extra = [p for p in files if re.search(r"_(?!0000)\d{4}$", p.stem)]
+    if extra and all(re.search(r"_\d{4}$", p.stem) for p in files):
+        raise SegarenaError(f"--input {inputs}: nnU-Net channel files such as {extra[0].name}; predict reads one "
+                            f"image per case", fix="predict needs 1- or 3-channel images in one file (_0000)")
     stems: dict[str, Path] = {}
     for p in files:
-        if p.stem in stems:
-            raise SegarenaError(f"--input {inputs}: {stems[p.stem].name} and {p.name} share the name {p.stem!r}, so "
+        stem = output_stem(p)
+        if stem in stems:
+            raise SegarenaError(f"--input {inputs}: {stems[stem].name} and {p.name} share the name {stem!r}, so "
                                 f"their outputs would overwrite each other", fix="rename or move one of them")
-        stems[p.stem] = p
+        stems[stem] = p
     return files
 
 
@@ -338,25 +350,26 @@ def _write_batch(tm: TrainedModel, batch: list[tuple[Path, np.ndarray]], out: Pa
     fg_names = [_safe(n) for n in tm.labels[1:]]
     for (path, img), lg in zip(batch, logits):
         labels = labels_from_logits(lg)
-        target = out / f"{path.stem}.png"
+        stem = output_stem(path)
+        target = out / f"{stem}.png"
         _png(target, labels)
         result.append(target)
         result.label_maps.append(target)
         if prob_fmt:
             probs = foreground_probabilities(lg)
             if prob_fmt == "npy":
-                f = out / "probabilities" / f"{path.stem}.npy"
+                f = out / "probabilities" / f"{stem}.npy"
                 atomic_write(f, lambda tmp, p=probs: _save_npy(tmp, p.astype(np.float16)), suffix=".npy")
                 result.append(f)
             else:
                 for name, p in zip(fg_names, probs):
-                    f = out / "probabilities" / f"{path.stem}_{name}.png"
+                    f = out / "probabilities" / f"{stem}_{name}.png"
                     _png(f, np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8))
                     result.append(f)
         if overlays:
             from .report.overlay import overlay
 
-            f = out / "overlays" / f"{path.stem}.png"
+            f = out / "overlays" / f"{stem}.png"
             _png(f, overlay(img, np.zeros_like(labels), labels))
             result.append(f)
 

@@ -9,10 +9,11 @@ means the same thing everywhere. The rule, applied to the grey values of one mas
    rules 3 and 2.
 2. Values that already are class indices (all <= K-1, or <= 31 when K is unknown) are kept: a 0/1 label map
    stays 0/1.
-3. A binary mask stored as grey levels (0/255, or JPEG-compressed 0/255 whose edges and blocks take values near 0
-   and near 255) is thresholded at the midpoint (> 127 is foreground), when at most 5% of its non-black pixels
-   lie in the ambiguous middle range 33..222. This is what makes a 0/1 prediction score correctly against a
-   0/255 PNG or a Kvasir-SEG JPEG reference.
+3. With two classes (or K unknown), a binary mask stored as grey levels is read as binary: a lossless 0/255 mask maps
+   255 to 1; a JPEG mask (compression leaves values near 0 and near 255)
+   is thresholded at the midpoint (> 127 is foreground) when at most 5% of its non-black pixels lie in the
+   ambiguous middle range 33..222. This is what makes a 0/1 prediction score correctly against a 0/255 PNG or a
+   Kvasir-SEG JPEG reference. Lossless files with several grey levels (0/7/255) are never thresholded.
 4. Anything else (e.g. grey levels 0/85/170/255 with K = 2) is an error that names the file and the fix
    (``--mask-values`` / ``data.options.mask_values``).
 
@@ -33,6 +34,8 @@ MaskValues = Union[dict[int, int], str, None]
 KEYWORDS = ("binary", "labels")
 #: with an unknown number of classes, values up to this are read as class indices
 MAX_AUTO_LABEL = 31
+#: formats whose compression adds noise around 0 and 255 (only these are thresholded)
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 #: share of non-black pixels allowed in the ambiguous middle range for a grey mask to count as binary
 MIDDLE_SHARE = 0.05
 
@@ -92,7 +95,7 @@ def to_labels(raw: np.ndarray, path: str | Path, num_classes: int | None = None,
         mapping = {0: 0, **mask_values}
         unknown = [int(v) for v in values if int(v) not in mapping]
         if unknown:
-            raise DataError(f"{path}: mask values {unknown[:8]} are not in the mapping {mask_values}",
+            raise DataError(f"{path}: unexpected mask values {unknown[:8]}, not in the mapping {mask_values}",
                             fix="add them to the mapping, or use mask_values=binary for JPEG masks (> 127 is "
                                 "foreground)")
         lut = np.zeros(max(top, max(mapping)) + 1, np.uint8)
@@ -104,15 +107,20 @@ def to_labels(raw: np.ndarray, path: str | Path, num_classes: int | None = None,
     limit = (num_classes - 1) if num_classes else MAX_AUTO_LABEL
     if mask_values == "labels" or top <= limit:
         if top > 255 or (num_classes and top >= num_classes):
-            raise DataError(f"{path}: mask values up to {top} for {num_classes or 256} classes",
+            raise DataError(f"{path}: unexpected mask values (up to {top}) for {num_classes or 256} classes",
                             fix="map the values to 0..K-1 with --mask-values / data.options.mask_values")
         return raw.astype(np.uint8)
-    binary_ok = num_classes in (None, 2) and 128 <= top <= 255
-    if binary_ok and _middle_share(values, counts) <= MIDDLE_SHARE:
-        return (raw > 127).astype(np.uint8)
-    shown = values[:8].tolist() + (["..."] if values.size > 8 else [])
+    if num_classes in (None, 2) and top <= 255:
+        lit = values[values > 0]
+        if lit.size == 1 and int(lit[0]) == 255:  # lossless binary mask 0/255
+            return (raw > 0).astype(np.uint8)
+        lossy = Path(str(path)).suffix.lower() in LOSSY_SUFFIXES
+        if lossy and top >= 128 and _middle_share(values, counts) <= MIDDLE_SHARE:
+            return (raw > 127).astype(np.uint8)
+    odd = values[values > limit]
+    shown = odd[:8].tolist() + (["..."] if odd.size > 8 else [])
     k = f"{num_classes} classes" if num_classes else "a label map or a binary 0/255 mask"
-    raise DataError(f"{path}: mask values {shown} fit neither {k} nor a binary 0/255 mask",
+    raise DataError(f"{path}: unexpected mask values {shown}: they fit neither {k} nor a binary 0/255 mask",
                     fix="map them explicitly, e.g. --mask-values 0:0,128:1,255:2 (evaluate) or "
                         "--set 'data.options.mask_values={128: 1, 255: 2}'")
 

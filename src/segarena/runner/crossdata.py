@@ -50,7 +50,7 @@ def parse_partner(text: str) -> Partner:
         if not adapter.card.folder:
             raise ConfigError(f"--partner {text!r}: a user dataset needs its folder", fix=f"use {name}=/path/to/it")
         return Partner(name)
-    path, *opts = rest.split(",")
+    path, *opts = _split_top(rest)
     options: dict[str, Any] = {"path": path.strip()}
     for kv in opts:
         if "=" not in kv:
@@ -63,6 +63,20 @@ def parse_partner(text: str) -> Partner:
     if adapter.card.folder:
         return Partner(name, {}, options["path"])
     return Partner(name, options)
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets/braces (``a,labels=[x, y]`` -> ``a``, ``labels=[x, y]``)."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
 
 
 def run_card(spec):

@@ -18,7 +18,8 @@
 ``.png .bmp .tif .tiff .jpg .jpeg .nii.gz .nii`` (2-D). Options: ``path``, ``name``, ``mask_values``,
 ``harmonized``, ``splits_final`` (default true: use ``splits_final.json`` as segarena's split when present).
 
-A user dataset's identity is its name plus a hash of its content list (case ids, file names and sizes): the card
+A user dataset's identity is its name plus a hash of its content list (case ids, file names, sizes and a hash of
+each file's first 64 KiB): the card
 is named ``<name>@<hash6>``, so two different folders are two datasets in every leaderboard, statistic and report.
 """
 from __future__ import annotations
@@ -43,13 +44,19 @@ NNUNET_OPTIONS = ("path", "name", "mask_values", "harmonized", "splits_final")
 NNUNET_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".nii.gz", ".nii")
 
 
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    return f"{path.name}:{path.stat().st_size}:{hashlib.sha256(head).hexdigest()[:16]}"
+
+
 def content_hash(cases: list[Case]) -> str:
-    """SHA-256 (hex) of the sorted content list: case id, file names and byte sizes of image(s) and mask(s)."""
+    """SHA-256 (hex) of the sorted content list: per case its id and, for each image and mask file, its name, byte
+    size and a hash of its first 64 KiB (cheap enough to compute on every run, different for different data)."""
     h = hashlib.sha256()
     for c in sorted(cases, key=lambda c: c.id):
         files = [*c.meta.get("channel_files", [str(c.image)]), *map(str, c.masks)]
-        sizes = "|".join(f"{Path(f).name}:{Path(f).stat().st_size}" for f in files)
-        h.update(f"{c.id}|{sizes}\n".encode())
+        h.update(f"{c.id}|{'|'.join(_file_digest(Path(f)) for f in files)}\n".encode())
     return h.hexdigest()
 
 

@@ -20,16 +20,17 @@ from segarena.data.masks import parse_mask_values, to_labels
 
 
 # ---- files written by hand, as the releases write them ----------------------------------------------------------
-def write_tiff_rgb_blackiszero(path: Path, rgb: np.ndarray) -> None:
+def write_tiff_rgb_blackiszero(path: Path, rgb: np.ndarray, photometric: int = 1) -> None:
     """An uncompressed little-endian TIFF with 3 samples per pixel tagged PhotometricInterpretation=BlackIsZero
-    (1), as CVC-ClinicDB's Original/*.tif frames are. Pillow refuses such files."""
+    (1), as CVC-ClinicDB's Original/*.tif frames are (Pillow refuses such files); ``photometric=2`` writes the
+    ordinary RGB TIFF of DRIVE's images."""
     h, w, c = rgb.shape
     data = rgb.astype(np.uint8).tobytes()
     n_tags = 10
     ifd_at = 8
     bps_at = ifd_at + 2 + 12 * n_tags + 4
     data_at = bps_at + 6
-    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, bps_at), (259, 3, 1, 1), (262, 3, 1, 1),
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, bps_at), (259, 3, 1, 1), (262, 3, 1, photometric),
             (273, 4, 1, data_at), (277, 3, 1, c), (278, 3, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]
     out = b"II*\x00" + struct.pack("<I", ifd_at) + struct.pack("<H", n_tags)
     for tag, typ, count, value in tags:
@@ -146,6 +147,66 @@ def test_palette_gif_drive_style(tmp_path):
     voc.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
     voc.save(tmp_path / "voc.png")
     np.testing.assert_array_equal(to_labels(read_gray(tmp_path / "voc.png"), "voc.png", 3), _mask() * 2)
+
+
+def test_ph2_official_folder_with_1bit_bmp_masks(tmp_path):
+    base = tmp_path / "PH2Dataset" / "PH2 Dataset images"  # the archive's top folder directly in the data root
+    for name in ("IMD002", "IMD003"):
+        (base / name / f"{name}_Dermoscopic_Image").mkdir(parents=True)
+        (base / name / f"{name}_lesion").mkdir()
+        Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(base / name / f"{name}_Dermoscopic_Image"
+                                                                 / f"{name}.bmp")
+        write_bmp_1bit(base / name / f"{name}_lesion" / f"{name}_lesion.bmp", _mask())
+    card, cases, folder = discover("ph2", str(tmp_path))
+    assert folder == tmp_path / "PH2Dataset" and len(cases) == 2
+    np.testing.assert_array_equal(DATASETS.get("ph2").read_mask(cases[0]), _mask())
+
+
+def test_drive_official_folder_rgb_tiff_and_gif(tmp_path):
+    base = tmp_path / "data" / "DRIVE" / "training"
+    for sub in ("images", "1st_manual", "mask"):
+        (base / sub).mkdir(parents=True)
+    rgb = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    write_tiff_rgb_blackiszero(base / "images" / "21_training.tif", rgb, photometric=2)
+    for f, m in ((base / "1st_manual" / "21_manual1.gif", _mask()), (base / "mask" / "21_training_mask.gif",
+                                                                        np.ones((24, 32), np.uint8))):
+        im = Image.fromarray(m, mode="L").convert("P")
+        im.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+        im.save(f)
+    _, cases, folder = discover("drive", str(tmp_path / "data"))
+    assert folder.name == "DRIVE"
+    ad = DATASETS.get("drive")
+    np.testing.assert_array_equal(ad.load_image(cases[0], 3), rgb)
+    np.testing.assert_array_equal(ad.read_mask(cases[0]), _mask())
+
+
+def test_busi_release_folder_directly_in_a_root(real_data_root, tmp_path):
+    (tmp_path / "Dataset_BUSI_with_GT").symlink_to(real_data_root / "busi" / "Dataset_BUSI_with_GT")
+    _, cases, folder = discover("busi", str(tmp_path), limit=3)
+    assert folder == tmp_path / "Dataset_BUSI_with_GT" and len(cases) == 3
+    assert set(np.unique(DATASETS.get("busi").read_mask(cases[0]))) == {0, 1}
+
+
+def test_cli_check_path_for_a_named_dataset_and_exit_codes(tmp_path, capsys):
+    from segarena.cli import main
+
+    cvc = tmp_path / "somewhere" / "my-cvc-copy"
+    (cvc / "Original").mkdir(parents=True)
+    (cvc / "Ground Truth").mkdir()
+    for n in (1, 2):
+        write_tiff_rgb_blackiszero(cvc / "Original" / f"{n}.tif", np.zeros((24, 32, 3), np.uint8))
+        write_tiff_rgb_blackiszero(cvc / "Ground Truth" / f"{n}.tif", np.repeat(_mask()[..., None] * 255, 3, 2))
+    assert main(["datasets", "check", "cvc-clinicdb", "--path", str(cvc), "--root", str(tmp_path / "nowhere")]) == 0
+    out = capsys.readouterr().out
+    assert str(cvc) in out and "2 image(s) and 2 mask(s) decoded" in out
+    (cvc / "Original" / "2.tif").write_bytes(b"II*\x00broken")
+    assert main(["datasets", "check", "cvc-clinicdb", "--path", str(cvc), "--json"]) == 1
+    import json
+
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["ok"] is False and rep["images_decoded"] == 1 and rep["masks_decoded"] == 2
+    assert main(["datasets", "check", "cvc-clinicdb", "--root", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err
 
 
 def test_nifti_2d_nnunet_layout(tmp_path):

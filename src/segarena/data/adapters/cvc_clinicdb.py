@@ -44,6 +44,7 @@ CARD = DatasetCard(
              "doi:10.1016/j.compmedimag.2015.02.007",
     url="https://polyp.grand-challenge.org/CVCClinicDB/",
     folder="cvc-clinicdb",
+    aliases=("CVC-ClinicDB", "CVC-612"),
     description="612 frames (384x288) extracted from 29 colonoscopy video sequences, one polyp mask each; the "
                 "training set of the MICCAI 2015 polyp detection sub-challenge.",
     grouping="video sequence (29 sequences, frame ranges in cvc_clinicdb.SEQUENCES)",

@@ -33,6 +33,7 @@ CARD = DatasetCard(
              "International Conference of the IEEE EMBS (EMBC), 2013, pp. 5437-5440, doi:10.1109/EMBC.2013.6610779",
     url="https://www.fc.up.pt/addi/ph2%20database.html",
     folder="ph2",
+    aliases=("PH2Dataset", "PH2 Dataset"),
     description="200 dermoscopic images (80 common nevi, 80 atypical nevi, 40 melanomas) from Hospital Pedro "
                 "Hispano, Matosinhos, with expert lesion masks.",
     grouping="case (one image per lesion; no patient ids are published)",

@@ -47,8 +47,15 @@ def test_two_user_folders_two_datasets_in_the_leaderboard(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_crossval_partners_under_different_roots_and_a_user_partner(real_data_root, tmp_path, capsys):
+def test_crossval_partners_under_different_roots_and_a_user_partner(real_data_root, tmp_path, capsys, monkeypatch):
+    import segarena.data as data_mod
     from tests.unit.test_data_release import _mask, write_tiff_rgb_blackiszero
+
+    downloads = []  # a missing partner (neopolyp here) must be skipped, never downloaded, even with downloads on
+    monkeypatch.setattr(data_mod, "download_dataset", lambda card, root: downloads.append(card.name))
+    monkeypatch.setenv("SEGARENA_DOWNLOAD", "1")
+    monkeypatch.delenv("SEGARENA_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
     kv_root, cvc_root = tmp_path / "rootA", tmp_path / "rootB"
     kv_root.mkdir()
@@ -62,11 +69,15 @@ def test_crossval_partners_under_different_roots_and_a_user_partner(real_data_ro
         write_tiff_rgb_blackiszero(cvc / "Ground Truth" / f"{n}.tif", np.repeat(_mask()[..., None] * 255, 3, 2))
     mine = _user_folder(tmp_path / "mine", 6, 2)
     spec = RunSpec(data=DataConfig(name="kvasir-seg", limit=25), model=ModelConfig(name="tiny-unet"), protocol=TINY)
+    monkeypatch.delenv("SEGARENA_DOWNLOAD")
     run(spec, tmp_path / "r", data_root=str(kv_root))
+    monkeypatch.setenv("SEGARENA_DOWNLOAD", "1")
     roots = os.pathsep.join([str(kv_root), str(cvc_root)])
     rc = main(["crossval", str(tmp_path / "r"), "--data-root", roots, "--limit", "8",
                "--partner", f"folder={mine},name=mine,labels=[background, polyp]"])
-    assert rc == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert downloads == [] and "-> neopolyp" in out and "not found" in out
     rec = pd.read_parquet(tmp_path / "r" / "crossdata.parquet")
     tests = set(rec["test"])
     assert {"kvasir-seg", "cvc-clinicdb"} <= tests and any(t.startswith("mine@") for t in tests)

@@ -37,7 +37,8 @@ def _find_in(base: Path, names: tuple[str, ...]) -> Path | None:
     (``kvasir-seg/Kvasir-SEG/``) as archives unpacked into a folder of their own name leave it."""
     if not base.is_dir():
         return None
-    hit = next((p for p in sorted(base.iterdir()) if p.is_dir() and p.name.lower() in names), None)
+    found = [p for p in base.iterdir() if p.is_dir() and p.name.lower() in names]
+    hit = min(found, key=lambda p: (p.name != names[0], names.index(p.name.lower()), p.name), default=None)
     if hit is None and base.name.lower() in names:
         hit = base  # the root is the dataset folder itself (``--set data.root=/data/CVC-ClinicDB``)
     if hit is None or not any(hit.iterdir()):
@@ -104,12 +105,13 @@ def _has_cases(adapter: DatasetAdapter, folder: Path) -> bool:
 
 
 def discover(name: str, root: str | os.PathLike | None = None, options: dict[str, Any] | None = None,
-             limit: int | None = None) -> tuple[DatasetCard, list[Case], Path]:
-    """Card, cases (sorted by id, optionally the first ``limit``) and the dataset folder."""
+             limit: int | None = None, *, download: bool | None = None) -> tuple[DatasetCard, list[Case], Path]:
+    """Card, cases (sorted by id, optionally the first ``limit``) and the dataset folder (``download``: see
+    :func:`dataset_root`)."""
     adapter = DATASETS.get(name)
     options = dict(options or {})
     adapter.check_options(options)
-    folder = dataset_root(name, root, options)
+    folder = dataset_root(name, root, options, download=download)
     cases = adapter.find_cases(folder, **options) if not adapter.card.folder else adapter.find_cases(folder)
     cases = sorted(cases, key=lambda c: c.id)
     if not cases:

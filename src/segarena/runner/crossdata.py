@@ -137,7 +137,7 @@ def evaluate_on(store: RunStore, target: str | Partner, group: str, data_root: s
     src_lut = _lut(src_card.harmonized[group])
     root = (partner.root or data_root) if own else (partner.root or data_root or spec.data.root)
     data = prepare(partner.name, info["input_size"], root, partner.options or None,
-                   limit=spec.data.limit if own else limit)
+                   limit=spec.data.limit if own else limit, download=False)  # crossval never downloads
     tgt_lut = _lut(data.card.harmonized[group])
     if data.card.channels != info["in_channels"]:
         raise ValueError(f"{label} has {data.card.channels} channel(s); the model takes {info['in_channels']}")

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from segarena import DataConfig, ModelConfig, ProtocolConfig, RunSpec
+from segarena._errors import SegarenaError
 from segarena.cli import main
 from segarena.protocol import run
 
@@ -43,6 +44,12 @@ def test_two_user_folders_two_datasets_in_the_leaderboard(tmp_path, capsys):
     assert main(["report", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert all(n in out for n in names)
+    # the same folder with other content is another dataset: its finished run is not silently reused
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(a / "masks" / "c03.png")
+    spec = RunSpec(data=DataConfig(name="folder", options={"path": str(a)}), model=ModelConfig(name="tiny-fcn"),
+                   protocol=TINY)
+    with pytest.raises(SegarenaError, match="now holds data@"):
+        run(spec, tmp_path / "r")
 
 
 @pytest.mark.slow

@@ -123,3 +123,16 @@ def discover(name: str, root: str | os.PathLike | None = None, options: dict[str
     if limit is not None:
         cases = cases[:limit]
     return adapter.card_with(options), cases, folder
+
+
+def stale_user_dataset(name: str, options: dict[str, Any], recorded: str | None) -> str | None:
+    """For a user dataset whose run finished earlier: the current ``<name>@<hash>`` when the folder's content
+    changed since (the run id holds the path, not the content), else None. Named datasets: always None."""
+    adapter = DATASETS.get(name)
+    if adapter.card.folder or not recorded or "@" not in str(recorded):
+        return None
+    try:
+        now = adapter.card_with(options).name
+    except DataError:
+        return None  # the folder is gone: the finished run stays valid and readable
+    return now if now != recorded else None

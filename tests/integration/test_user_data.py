@@ -30,6 +30,25 @@ def _user_folder(root, n, seed, label="foreground"):
     return root
 
 
+def test_user_datasets_as_crossval_partners_declared_or_named(tmp_path):
+    from segarena.runner.crossdata import parse_partner, partners_for
+
+    mine = _user_folder(tmp_path / "mine", 3, 0)
+    by_label = parse_partner(f"folder={mine},labels=[background, polyp]")
+    declared = parse_partner(f"nnunet={tmp_path},harmonized={{polyp: [1]}}")
+    assert by_label.options == {"path": str(mine), "labels": ["background", "polyp"]}
+    assert declared.options["harmonized"] == {"polyp": [1]}
+    groups = partners_for("kvasir-seg", [by_label])
+    assert any(p.name == "folder" for p in groups["polyp"]) and any(p.name == "cvc-clinicdb" for p in groups["polyp"])
+    plain = partners_for("kvasir-seg", [parse_partner(f"folder={mine}")])  # "foreground": no group, not a partner
+    assert all(p.name != "folder" for p in plain["polyp"])
+    # a run trained on a user dataset that declares its group is tested on the named datasets of that group
+    trained = partners_for("folder", None, {"path": str(mine), "harmonized": {"polyp": [1]}})
+    assert {p.name for p in trained["polyp"]} >= {"kvasir-seg", "cvc-clinicdb"}
+    with pytest.raises(Exception, match="did you mean 'labels'"):
+        parse_partner(f"folder={mine},lables=[background, polyp]")
+
+
 @pytest.mark.slow
 def test_two_user_folders_two_datasets_in_the_leaderboard(tmp_path, capsys):
     a = _user_folder(tmp_path / "busi-like" / "data", 10, 0)

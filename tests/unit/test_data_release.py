@@ -389,3 +389,21 @@ def test_evaluate_01_predictions_against_0255_and_real_kvasir_jpeg(real_data_roo
         assert summary["labels"] == ["background", "class 1"]
         assert summary["metrics"]["mdsc"] == pytest.approx(expect, abs=1e-9)
     assert main(["evaluate", "--pred", str(pred), "--ref", str(png), "--mask-values", "0:0,1:1,255:1"]) == 0
+
+
+def test_nnunet_names_match_in_evaluate_and_predict(tmp_path):
+    from segarena.evaluate import evaluate_folders
+    from segarena.inference import list_inputs, output_stem
+
+    assert output_stem(Path("case_0000.png")) == "case" and output_stem(Path("case_12.png")) == "case_12"
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    Image.fromarray(_mask()).save(tmp_path / "pred" / "a_0000.png")
+    Image.fromarray(_mask() * 255).save(tmp_path / "ref" / "a.png")
+    _, summary = evaluate_folders(tmp_path / "pred", tmp_path / "ref")
+    assert summary["cases"] == 1 and summary["metrics"]["mdsc"] == 1.0
+    Image.fromarray(_mask()).save(tmp_path / "pred" / "a_0001.png")
+    from segarena._errors import SegarenaError
+
+    with pytest.raises(SegarenaError, match="nnU-Net channel files"):
+        list_inputs(tmp_path / "pred")

@@ -235,6 +235,8 @@ def test_nifti_2d_nnunet_layout(tmp_path):
     from segarena.data.adapters.folder import find_nnunet_cases
 
     assert [c.id for c in find_nnunet_cases({"path": str(base)}, "Ts")] == ["t1"]
+    rep = check_dataset("nnunet", options={"path": str(base)})
+    assert rep["ok"] and rep["unlabelled_images"] == 1 and rep["masks_decoded"] == 2
 
 
 def test_nnunet_multichannel_files_and_undeclared_channel(tmp_path):

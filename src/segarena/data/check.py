@@ -256,6 +256,7 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
     groups = Counter(c.group_id for c in cases)
     sizes = list(groups.values())
     problems.sort(key=lambda p: (KINDS.index(p.kind) if p.kind in KINDS else len(KINDS), p.file))
+    unlabelled = _unlabelled(name, options)
     return {
         "dataset": name,
         "title": card.title,
@@ -277,7 +278,20 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
         "problems": [p.as_dict() for p in problems],
         "problem_counts": dict(Counter(p.kind for p in problems)),
         "ok": not problems,
+        **({"unlabelled_images": unlabelled} if unlabelled is not None else {}),
     }
+
+
+def _unlabelled(name: str, options: dict[str, Any]) -> int | None:
+    """nnU-Net datasets: the number of ``imagesTs`` cases (unlabelled, for ``predict``); None otherwise."""
+    if name != "nnunet" or not options.get("path") or not (Path(options["path"]) / "imagesTs").is_dir():
+        return None
+    from .adapters.folder import find_nnunet_cases
+
+    try:
+        return len(find_nnunet_cases(options, "Ts"))
+    except DataError:
+        return 0
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -294,6 +308,8 @@ def format_report(report: dict[str, Any]) -> str:
              f"  grouping by {g['by']}: {g['groups']} group(s), {g['cases_per_group']['min']}-"
              f"{g['cases_per_group']['max']} case(s) per group (median {g['cases_per_group']['median']:g})",
              f"  exact duplicates (same bytes): {len(report['duplicates'])} set(s)"]
+    if "unlabelled_images" in report:
+        lines.append(f"  unlabelled images (imagesTs/): {report['unlabelled_images']}")
     lines += [f"    {' = '.join(d)}" for d in report["duplicates"]]
     if report.get("empty_masks"):
         shown = report["empty_mask_files"][:10]

@@ -19,13 +19,14 @@
 ``harmonized``, ``splits_final`` (default true: use ``splits_final.json`` as segarena's split when present).
 
 A user dataset's identity is its name plus a hash of its content list (case ids, file names, sizes and a hash of
-each file's first 64 KiB): the card
+each file's first and last 4 KiB): the card
 is named ``<name>@<hash6>``, so two different folders are two datasets in every leaderboard, statistic and report.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,18 @@ NNUNET_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".nii.gz", "
 
 
 def _file_digest(path: Path) -> str:
+    size = path.stat().st_size
     with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
-    return f"{path.name}:{path.stat().st_size}:{hashlib.sha256(head).hexdigest()[:16]}"
+        edge = fh.read(4096)
+        if size > 8192:  # the tail holds pixel data even when the head is a shared header (JPEG/EXIF)
+            fh.seek(-4096, os.SEEK_END)
+        edge += fh.read(4096)
+    return f"{path.name}:{size}:{hashlib.sha256(edge).hexdigest()[:16]}"
 
 
 def content_hash(cases: list[Case]) -> str:
     """SHA-256 (hex) of the sorted content list: per case its id and, for each image and mask file, its name, byte
-    size and a hash of its first 64 KiB (cheap enough to compute on every run, different for different data)."""
+    size and a hash of its first and last 4 KiB (cheap enough for every run, different for different data)."""
     h = hashlib.sha256()
     for c in sorted(cases, key=lambda c: c.id):
         files = [*c.meta.get("channel_files", [str(c.image)]), *map(str, c.masks)]

@@ -292,9 +292,8 @@ def cmd_select(a: argparse.Namespace) -> int:
 
 
 def cmd_crossval(a: argparse.Namespace) -> int:
-    from .runner.crossdata import cross_evaluate, generalization_gaps, matrix, ood_ranking, write_cross_summary
-
-    from .runner.crossdata import parse_partner
+    from .runner.crossdata import (cross_evaluate, generalization_gaps, matrix, ood_ranking, parse_partner,
+                                   write_cross_summary)
 
     partners = [parse_partner(t) for t in a.partner]
     records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True,

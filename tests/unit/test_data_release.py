@@ -78,7 +78,7 @@ def test_rgb_blackiszero_tiff_reads_every_channel(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     f = tmp_path / "1.tif"
     write_tiff_rgb_blackiszero(f, rgb)
-    with pytest.raises(Exception):  # the reason a TIFF reader is needed: Pillow cannot open these
+    with pytest.raises(OSError):  # the reason a TIFF reader is needed: Pillow cannot open these
         Image.open(f).load()
     np.testing.assert_array_equal(read_image(f, 3), rgb)
     luma = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5).astype(np.uint8)

@@ -8,7 +8,6 @@ import numpy as np
 
 from .._errors import DataError
 
-
 #: suffixes decoded by tifffile / nibabel instead of Pillow
 TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

@@ -133,6 +133,14 @@ def test_png16_and_bmp1_folder_dataset(tmp_path):
     np.testing.assert_array_equal(ad.read_mask(cases[1]), _mask()[::-1])
 
 
+def test_png16_binary_mask(tmp_path):
+    write_png16(tmp_path / "m.png", _mask().astype(np.uint16) * 65535)
+    np.testing.assert_array_equal(to_labels(read_gray(tmp_path / "m.png"), tmp_path / "m.png", 2), _mask())
+    write_png16(tmp_path / "n.png", _mask().astype(np.uint16) * 300 + 7)
+    with pytest.raises(DataError, match="do not fit a label map"):
+        read_gray(tmp_path / "n.png")
+
+
 def test_palette_gif_drive_style(tmp_path):
     # DRIVE's manual annotations: 1 bit of information in a GIF whose palette maps index 1 to white
     im = Image.fromarray(_mask(), mode="L").convert("P")

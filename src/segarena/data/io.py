@@ -176,6 +176,9 @@ def read_gray(path: str | Path) -> np.ndarray:
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
             arr = arr.astype(np.int64)
+        lit = np.unique(arr[arr != 0])
+        if lit.size == 1 and lit[0] > 255 and arr.min() >= 0:  # a 16-bit binary mask (0/65535): same as 0/255
+            return ((arr > 0) * 255).astype(np.uint8)
         if arr.min() < 0 or arr.max() > 255:
             raise DataError(f"{path}: mask values {int(arr.min())}..{int(arr.max())} do not fit a label map",
                             fix="store masks as 8-bit label maps (0 = background, 1..K-1 = classes)")

@@ -28,6 +28,8 @@ from ._io import atomic_write, read_json, write_json
 #: how images are resized to the network size (recorded in bundles; mirrors data/prepare.py)
 RESIZE_RULE = "PIL bilinear to input_size x input_size (reducing_gap=3.0), aspect ratio not kept"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+#: 2-D NIfTI inputs (nnU-Net's ``imagesTr/case_0000.nii.gz``), read by nibabel
+NIFTI_ENDINGS = (".nii.gz", ".nii")
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "segarena-bundle"
 
@@ -245,7 +247,8 @@ class Predictions(list):
 def output_stem(path: Path) -> str:
     """The name of a prediction: the input's stem, without nnU-Net's channel suffix ``_0000`` (``case_0000.png``
     -> ``case.png``, as nnU-Net names its predictions and labels), so ``evaluate --ref labelsTr`` matches."""
-    stem = path.stem
+    low = path.name.lower()
+    stem = next((path.name[: -len(e)] for e in NIFTI_ENDINGS if low.endswith(e)), path.stem)
     return stem[:-5] if len(stem) > 5 and stem.endswith("_0000") else stem
 
 
@@ -257,7 +260,8 @@ def list_inputs(inputs: str | Path) -> list[Path]:
     if inputs.is_file():
         return [inputs]
     files = sorted(p for p in inputs.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+                   if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.name.lower().endswith(NIFTI_ENDINGS))
+                   and not p.name.startswith("."))
     if not files:
         raise SegarenaError(f"--input {inputs}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder",
                             fix="point --input at a folder that holds the images (subfolders are not searched)")

@@ -149,3 +149,11 @@ def test_nnunet_round_trip(real_data_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(base / "labelsTr"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["cases"] == 15
+    # a 2-D NIfTI case (nnU-Net's .nii.gz layout) predicts to case.png at the image's size
+    nib = pytest.importorskip("nibabel")
+    grey = np.asarray(Image.open(base / "imagesTr" / f"{cases[0].id}_0000.png").convert("L"))
+    (tmp_path / "nii").mkdir()
+    nib.save(nib.Nifti1Image(grey.T[..., None], np.eye(4)), tmp_path / "nii" / "scan_0000.nii.gz")
+    assert main(["predict", str(res.store.dir), "--input", str(tmp_path / "nii"), "--output",
+                 str(tmp_path / "nii_pred")]) == 0
+    assert np.asarray(Image.open(tmp_path / "nii_pred" / "scan.png")).shape == grey.shape

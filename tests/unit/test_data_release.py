@@ -369,6 +369,7 @@ def test_mask_rule():
         to_labels(m * 3, "a.png", 2)
     np.testing.assert_array_equal(to_labels(m * 3, "a.png", 2, {3: 1}), m)
     np.testing.assert_array_equal(to_labels(noisy, "a.png", 2, "binary"), m)
+    np.testing.assert_array_equal(to_labels(m, "a.png", 2, "binary"), m)  # a 0/1 copy stays 0/1
 
 
 def test_evaluate_01_predictions_against_0255_and_real_kvasir_jpeg(real_data_root, tmp_path):

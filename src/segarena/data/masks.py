@@ -5,8 +5,9 @@ means the same thing everywhere. The rule, applied to the grey values of one mas
 
 1. An explicit mapping (``data.options.mask_values`` / ``--mask-values``) wins: ``{255: 1}`` maps 255 to class 1;
    0 is background unless the mapping says otherwise; any other value is an error naming the file. The keywords
-   ``binary`` (every value > 127 is foreground; for JPEG masks) and ``labels`` (values are class indices) force
-   rules 3 and 2.
+   ``binary`` (0/1 kept, otherwise every value > 127 is foreground) and ``labels`` (values are class indices)
+   force rules 3 and 2. Adapters of releases whose masks are binary by definition (Kvasir-SEG, CVC-ClinicDB,
+   BUSI, HC18) use ``binary``, as their documentation prescribes.
 2. Values that already are class indices (all <= K-1, or <= 31 when K is unknown) are kept: a 0/1 label map
    stays 0/1.
 3. With two classes (or K unknown), a binary mask stored as grey levels is read as binary: a lossless 0/255 mask maps
@@ -102,8 +103,8 @@ def to_labels(raw: np.ndarray, path: str | Path, num_classes: int | None = None,
         for k, v in mapping.items():
             lut[k] = v
         return lut[raw]
-    if mask_values == "binary":
-        return (raw > 127).astype(np.uint8)
+    if mask_values == "binary":  # 0/1 stays 0/1; grey levels are foreground above the midpoint
+        return (raw > 0 if top <= 1 else raw > 127).astype(np.uint8)
     limit = (num_classes - 1) if num_classes else MAX_AUTO_LABEL
     if mask_values == "labels" or top <= limit:
         if top > 255 or (num_classes and top >= num_classes):

@@ -36,7 +36,7 @@ def read_mask(case: Case) -> np.ndarray:
     """Union of the case's mask files (extra lesions come as ``_mask_1``/``_mask_2``)."""
     out: np.ndarray | None = None
     for path in case.masks:
-        m = read_labels(path, 2) > 0
+        m = read_labels(path, 2, "binary") > 0
         if out is not None and m.shape != out.shape:
             raise DataError(f"{path}: size {m.shape} differs from {case.masks[0]} {out.shape}",
                             fix="all masks of one case must have the image's size")

@@ -65,8 +65,8 @@ def sequence_of(frame: int) -> int:
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # Masks are white polyps on black (0/255, some stored as RGB TIFF): the shared rule maps them to 0/1.
-    return read_labels(case.masks[0], 2)
+    # White polyps on black (0/255, some stored as RGB TIFF): binary, foreground above 127 (0/1 copies kept).
+    return read_labels(case.masks[0], 2, "binary")
 
 
 def _folders(root: Path) -> tuple[Path, Path]:

@@ -36,7 +36,7 @@ _STEM = re.compile(r"^(?P<n>\d+)(?:_(?P<rep>\d+))?_?HC$")
 
 def read_mask(case: Case) -> np.ndarray:
     """Fill the annotated ellipse outline; an already filled mask passes through unchanged."""
-    outline = read_labels(case.masks[0], 2) > 0
+    outline = read_labels(case.masks[0], 2, "binary") > 0
     return ndimage.binary_fill_holes(outline).astype(np.uint8)
 
 

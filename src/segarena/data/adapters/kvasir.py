@@ -30,8 +30,8 @@ CARD = DatasetCard(
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # JPEG masks: values near 0 and near 255 (block noise, grey edges); the shared rule thresholds them at 127.
-    return read_labels(case.masks[0], 2)
+    # JPEG masks: values near 0 and near 255 (block noise, grey edges): binary, foreground above 127.
+    return read_labels(case.masks[0], 2, "binary")
 
 
 @register_dataset(CARD, read_mask=read_mask)

@@ -290,6 +290,18 @@ def test_several_roots_and_official_names(real_data_root, tmp_path, monkeypatch)
     assert "--data-root" in e.value.fix
 
 
+def test_every_named_dataset_found_under_its_official_top_folder(tmp_path):
+    official = {"kvasir-seg": "Kvasir-SEG", "cvc-clinicdb": "CVC-ClinicDB", "busbra": "BUSBRA", "drive": "DRIVE",
+                "busi": "Dataset_BUSI_with_GT", "ph2": "PH2Dataset", "camus": "CAMUS_public", "isic2018": "ISIC2018",
+                "neopolyp": "bkai-igh-neopolyp", "hc18": "HC18"}
+    assert set(official) == {n for n, a in DATASETS.items() if a.card.folder}
+    for name, top in official.items():
+        for spelling in {top, top.upper(), top.lower()}:
+            root = tmp_path / name / spelling
+            (root / spelling / "x").mkdir(parents=True)
+            assert dataset_root(name, str(root)) == root / spelling, (name, spelling)
+
+
 def test_missing_dataset_is_never_downloaded_unless_asked(tmp_path, monkeypatch):
     import segarena.data as data_mod
 

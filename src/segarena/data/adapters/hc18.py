@@ -24,6 +24,7 @@ CARD = DatasetCard(
              "images, PLoS ONE 13(8):e0200412, 2018, doi:10.1371/journal.pone.0200412",
     url="https://zenodo.org/records/1327317",
     folder="hc18",
+    aliases=("HC18",),
     description="2D ultrasound of the fetal head; annotation is the head ellipse (filled here).",
     grouping="pregnancy (``NNN_2HC`` is a repeat scan of ``NNN``)",
     download=Download(url="https://zenodo.org/records/1327317/files/training_set.zip?download=1", sha256=None,

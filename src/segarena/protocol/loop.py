@@ -74,12 +74,13 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
     if store.is_complete():
         from ..data import stale_user_dataset
 
-        changed = stale_user_dataset(spec.data.name, spec.data.options, store.summary().get("dataset"))
+        done = store.summary()
+        changed = stale_user_dataset(spec.data.name, spec.data.options, done.get("dataset"))
         if changed:
-            raise SegarenaError(f"run {spec.run_name} was trained on {store.summary()['dataset']}, but the folder "
+            raise SegarenaError(f"run {spec.run_name} was trained on {done['dataset']}, but the folder "
                                 f"{spec.data.options.get('path')} now holds {changed}",
                                 fix="use another --results folder, or set data.options.name to tell them apart")
-        return RunResult(store, store.summary(), skipped=True)
+        return RunResult(store, done, skipped=True)
     if not store.acquire():
         raise SegarenaError(f"run {spec.run_name} is being executed by another process",
                             fix="wait for it to finish; finished runs are reused automatically")

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # The real datasets: $SEGARENA_DATA_ROOT if set, else ../shared/data when it exists, else segarena's cache
-# (where `make demo` downloads Kvasir-SEG when the network allows).
+# (where `make demo` downloads Kvasir-SEG when the network allows: it passes --download).
 SEGARENA_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export SEGARENA_DATA_ROOT
 RESULTS ?= results/demo
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/segarena demo --results $(RESULTS)
+	$(VENV)/bin/segarena demo --download --results $(RESULTS)
 
 # the fast tier (~10 min on 2 cores); `test-slow` runs the rest (whole-zoo sweeps, big models), CI runs both
 test: $(VENV)/.installed

@@ -73,13 +73,44 @@ def cmd_datasets_download(a: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(what: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (long dataset commands never go silent)."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=what, unit="case", file=sys.stderr, mininterval=1.0,
+                                leave=False)
+        state["bar"].update(done - state["bar"].n)
+        if done >= total:
+            state["bar"].close()
+
+    return update
+
+
+def cmd_datasets_export_nnunet(a: argparse.Namespace) -> int:
+    from .data.nnunet import export_nnunet
+
+    opts = _options(a.option)
+    if a.path:
+        opts["path"] = a.path
+    folder = export_nnunet(a.name, a.out, root=a.data_root, options=opts, dataset_id=a.id, num_folds=a.folds,
+                           seed=a.seed, duplicates=a.duplicates, limit=a.limit, progress=_progress_bar("export"))
+    print(f"wrote nnU-Net raw dataset {folder} (imagesTr/, labelsTr/, dataset.json) and splits_final.json with "
+          f"segarena's {a.folds} folds (seed {a.seed}); copy splits_final.json into "
+          f"$nnUNet_preprocessed/{folder.name}/ after nnUNetv2_plan_and_preprocess")
+    return 0
+
+
 def cmd_datasets_check(a: argparse.Namespace) -> int:
     from .data import check as check_mod
 
     opts = _options(a.option)
     if a.path:
         opts["path"] = a.path
-    report = check_mod.check_dataset(a.name, a.root, opts)
+    report = check_mod.check_dataset(a.name, a.root, opts, progress=_progress_bar("check"))
     if a.json:
         _print_json(report)
     else:
@@ -294,11 +325,13 @@ def cmd_select(a: argparse.Namespace) -> int:
 
 
 def cmd_crossval(a: argparse.Namespace) -> int:
-    from .runner.crossdata import cross_evaluate, generalization_gaps, matrix, ood_ranking, write_cross_summary
+    from .runner.crossdata import (cross_evaluate, generalization_gaps, matrix, ood_ranking, parse_partner,
+                                   write_cross_summary)
 
     problems: list = []
+    partners = [parse_partner(t) for t in a.partner]
     records = cross_evaluate(a.results_dir, data_root=a.data_root, device=a.device, limit=a.limit, progress=True,
-                             problems=problems)
+                             problems=problems, partners=partners)
     _print_problems(problems)
     if records.empty:
         raise SegarenaError(f"{a.results_dir}: no complete run has a label-compatible partner dataset",
@@ -339,12 +372,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             spacing = (parts[0], parts[-1])
         except ValueError:
             raise ConfigError(f"--spacing {a.spacing!r}: expected SY,SX in mm, e.g. 0.5,0.5") from None
-    mapping = None
-    if a.mask_values:
-        try:
-            mapping = {int(k): int(v) for k, v in (kv.split(":") for kv in a.mask_values.split(","))}
-        except ValueError:
-            raise ConfigError(f"--mask-values {a.mask_values!r}: expected RAW:CLASS pairs, e.g. 0:0,255:1") from None
+    from .data.masks import parse_mask_values
+
+    mapping = parse_mask_values(a.mask_values, "--mask-values") if a.mask_values else None
     df, summary = evaluate_folders(a.pred, a.ref, labels=list(_csv(a.labels)) if a.labels else None,
                                    spacing=spacing, tau=a.tau, mask_values=mapping)
     if a.out:
@@ -446,7 +476,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set protocol.lr=5e-5 (repeatable)")
     p.add_argument("--results", default="results", help="results folder (default: ./results)")
-    p.add_argument("--data-root", help="folder holding the datasets (default: $SEGARENA_DATA_ROOT, else the cache)")
+    p.add_argument("--data-root", help="folder(s) holding the datasets, several separated by "
+                                       f"{os.pathsep!r}, searched in order (default: $SEGARENA_DATA_ROOT, else the "
+                                       "cache)")
+    p.add_argument("--download", action="store_true",
+                   help="download a public dataset that is not found (default: never download)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
 
@@ -467,8 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", "--raw", dest="data_root")
-    p.add_argument("--path", help="folder of a user dataset (folder / nnunet)")
+    p.add_argument("--path", help="folder of the dataset (user datasets, or a named dataset's own folder)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.add_argument("--download", action="store_true", help="download a public dataset that is not found")
     p.add_argument("--duplicates", choices=["group", "remove"], default="group")
     p.add_argument("--split", choices=["kfold", "official"], default="kfold")
     p.set_defaults(fn=cmd_datasets_prepare)
@@ -476,10 +511,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--data-root", help="where to unpack it (default: $SEGARENA_DATA_ROOT, else the cache)")
     p.set_defaults(fn=cmd_datasets_download)
+    p = ds.add_parser("export-nnunet", help="write a dataset as an nnU-Net v2 raw dataset + splits_final.json "
+                                             "with segarena's folds")
+    p.add_argument("name", help="dataset name (folder / nnunet for your own data)")
+    p.add_argument("--out", required=True, help="folder that receives Dataset<ID>_<Name>/ (e.g. $nnUNet_raw)")
+    p.add_argument("--id", type=int, default=500, help="nnU-Net dataset id 1..999 (default 500)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duplicates", choices=["group", "remove"], default="group")
+    p.add_argument("--limit", type=int, help="only the first N cases (sorted by id)")
+    p.add_argument("--data-root", "--raw", dest="data_root")
+    p.add_argument("--path", help="folder of the dataset (user datasets, or a named dataset's own folder)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
+    p.set_defaults(fn=cmd_datasets_export_nnunet)
     p = ds.add_parser("check", help="report every problem of a raw dataset")
     p.add_argument("name")
-    p.add_argument("--root", "--data-root", dest="root")
-    p.add_argument("--path", help="folder of a user dataset (folder / nnunet)")
+    p.add_argument("--root", "--data-root", dest="root", help="data root(s), several separated by "
+                                                               f"{os.pathsep!r}")
+    p.add_argument("--path", help="folder of the dataset (user datasets, or a named dataset's own folder)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_datasets_check)
@@ -530,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=1, help="retries of a failed run (default 1)")
     p.add_argument("--time-limit", type=float, help="seconds per run attempt before it counts as failed")
     p.add_argument("--results", default="results")
-    p.add_argument("--data-root")
+    p.add_argument("--data-root", help=f"data root(s), several separated by {os.pathsep!r}")
+    p.add_argument("--download", action="store_true", help="download public datasets that are not found")
     p.set_defaults(fn=cmd_study_run)
     p = st.add_parser("status", help="done / running / failed / pending runs and an ETA")
     p.add_argument("results_dir")
@@ -576,7 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crossval", help="evaluate every trained run on the label-compatible datasets (OOD)")
     p.add_argument("results_dir")
-    p.add_argument("--data-root", help="folder holding the partner datasets")
+    p.add_argument("--data-root", help="folder(s) holding the partner datasets, several separated by "
+                                       f"{os.pathsep!r} (default: $SEGARENA_DATA_ROOT); never downloads")
+    p.add_argument("--partner", action="append", default=[], metavar="NAME[=FOLDER]",
+                   help="a partner in its own folder (cvc-clinicdb=/data/CVC-ClinicDB) or a user dataset "
+                        "(folder=/data/mine or nnunet=/data/Dataset501_X, options after commas: "
+                        "folder=/data/mine,name=mine,harmonized={polyp: [1]}); repeatable")
     p.add_argument("--limit", type=int, help="use only the first N cases of each partner dataset")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")
@@ -588,7 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="class names, background first, e.g. background,polyp")
     p.add_argument("--spacing", help="pixel size SY,SX in mm for boundary metrics (default: pixels)")
     p.add_argument("--tau", type=float, default=2.0, help="NSD tolerance (mm with --spacing, else pixels)")
-    p.add_argument("--mask-values", help="raw value -> class, e.g. 0:0,255:1")
+    p.add_argument("--mask-values", help="raw value -> class, e.g. 0:0,255:1 (0 stays background), or binary "
+                                         "(> 127 is foreground) or labels (values are classes); default: the "
+                                         "shared rule (label maps kept, 0/255 and JPEG masks -> 0/1)")
     p.add_argument("--out", help="write per-case records to this .parquet or .csv file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
@@ -636,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    if getattr(args, "download", False):  # read by data.dataset_root, inherited by worker processes
+        os.environ["SEGARENA_DOWNLOAD"] = "1"
     try:
         if getattr(args, "device", None):
             from .inference import resolve_device

@@ -1,8 +1,11 @@
 """Score anyone's predictions: mask files from any tool (nnU-Net, MONAI, a second reader) against references,
 with segarena's metrics (overlap + boundary), per case and aggregated — so external methods can join a comparison.
 
-Files are matched by stem; predictions and references must be label maps of the same size (or 0/255 binary masks,
-mapped with ``mask_values``).
+Files are matched by stem (``case_0000.png`` predictions also match ``case.png`` references, nnU-Net's naming);
+predictions and references must have the same size. Both are read with the one mask rule of
+:mod:`segarena.data.masks`: label maps stay as they are, 0/255 and JPEG-compressed 0/255 masks become 0/1, an
+explicit ``mask_values`` mapping (``--mask-values``) overrides it. So segarena's own 0/1 predictions score correctly
+against 0/255 PNG or JPEG references such as Kvasir-SEG's.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import pandas as pd
 
 from ._errors import DataError
 from .data.adapters._common import list_images
-from .data.io import map_values, read_gray
+from .data.io import read_gray
+from .data.masks import MaskValues, to_labels
 from .metrics.distance import case_surface_metrics
 from .metrics.overlap import case_records, confusion, per_class, reduce
 
@@ -28,9 +32,10 @@ def _labels_of(values: set[int], labels: list[str] | None) -> list[str]:
 
 def evaluate_folders(pred: str | os.PathLike, ref: str | os.PathLike, *, labels: list[str] | None = None,
                      spacing: tuple[float, float] | None = None, tau: float = 2.0,
-                     mask_values: dict[int, int] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+                     mask_values: MaskValues = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-case, per-class records and the named reductions for two folders of masks."""
     preds, refs = list_images(Path(pred), "predictions"), list_images(Path(ref), "references")
+    preds = _nnunet_names(preds, refs)
     missing = sorted(set(refs) - set(preds))
     if missing:
         raise DataError(f"{len(missing)} reference(s) without prediction, e.g. {refs[missing[0]]}",
@@ -39,11 +44,9 @@ def evaluate_folders(pred: str | os.PathLike, ref: str | os.PathLike, *, labels:
         raise DataError(f"no reference masks in {ref}", fix="point --ref at a folder of mask images")
     loaded = []
     for stem in sorted(refs):
-        p, r = read_gray(preds[stem]), read_gray(refs[stem])
-        if mask_values:
-            p, r = map_values(p, mask_values, preds[stem]), map_values(r, mask_values, refs[stem])
-        elif set(pd.unique(r.ravel())) <= {0, 255} and set(pd.unique(p.ravel())) <= {0, 255}:
-            p, r = (p > 127).astype("uint8"), (r > 127).astype("uint8")
+        k = len(labels) if labels else None
+        p = to_labels(read_gray(preds[stem]), preds[stem], k, mask_values)
+        r = to_labels(read_gray(refs[stem]), refs[stem], k, mask_values)
         if p.shape != r.shape:
             raise DataError(f"{preds[stem]}: size {p.shape[1]}x{p.shape[0]} differs from the reference "
                             f"{refs[stem]} {r.shape[1]}x{r.shape[0]}", fix="predict at the reference's resolution")
@@ -69,3 +72,14 @@ def evaluate_folders(pred: str | os.PathLike, ref: str | os.PathLike, *, labels:
                "empty_reference_cases": int(df.groupby("case_id")["ref_empty"].all().sum()),
                "surface_empty_cases": int((df["surface_empty"] != "none").sum())}
     return df, summary
+
+
+def _nnunet_names(preds: dict[str, Path], refs: dict[str, Path]) -> dict[str, Path]:
+    """Predictions named after nnU-Net image files (``case_0000``) matched to references named ``case``."""
+    if set(refs) <= set(preds):
+        return preds
+    out = dict(preds)
+    for stem, p in preds.items():
+        if len(stem) > 5 and stem[-5] == "_" and stem[-4:] == "0000" and stem[:-5] in refs and stem[:-5] not in out:
+            out[stem[:-5]] = p
+    return out

@@ -28,6 +28,8 @@ from ._io import atomic_write, read_json, write_json
 #: how images are resized to the network size (recorded in bundles; mirrors data/prepare.py)
 RESIZE_RULE = "PIL bilinear to input_size x input_size (reducing_gap=3.0), aspect ratio not kept"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+#: 2-D NIfTI inputs (nnU-Net's ``imagesTr/case_0000.nii.gz``), read by nibabel
+NIFTI_ENDINGS = (".nii.gz", ".nii")
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "segarena-bundle"
 
@@ -246,6 +248,14 @@ class Predictions(list):
         self.skipped: list[tuple[Path, str]] = []
 
 
+def output_stem(path: Path) -> str:
+    """The name of a prediction: the input's stem, without nnU-Net's channel suffix ``_0000`` (``case_0000.png``
+    -> ``case.png``, as nnU-Net names its predictions and labels), so ``evaluate --ref labelsTr`` matches."""
+    low = path.name.lower()
+    stem = next((path.name[: -len(e)] for e in NIFTI_ENDINGS if low.endswith(e)), path.stem)
+    return stem[:-5] if len(stem) > 5 and stem.endswith("_0000") else stem
+
+
 def list_inputs(inputs: str | Path) -> list[Path]:
     """One image file, or the image files (by suffix, not hidden, not recursive) of a folder, sorted."""
     inputs = Path(inputs).expanduser()
@@ -254,16 +264,22 @@ def list_inputs(inputs: str | Path) -> list[Path]:
     if inputs.is_file():
         return [inputs]
     files = sorted(p for p in inputs.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+                   if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.name.lower().endswith(NIFTI_ENDINGS))
+                   and not p.name.startswith("."))
     if not files:
         raise SegarenaError(f"--input {inputs}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder",
                             fix="point --input at a folder that holds the images (subfolders are not searched)")
+    extra = [p for p in files if re.search(r"_(?!0000)\d{4}$", p.stem)]
+    if extra and all(re.search(r"_\d{4}$", p.stem) for p in files):
+        raise SegarenaError(f"--input {inputs}: nnU-Net channel files such as {extra[0].name}; predict reads one "
+                            f"image per case", fix="predict needs 1- or 3-channel images in one file (_0000)")
     stems: dict[str, Path] = {}
     for p in files:
-        if p.stem in stems:
-            raise SegarenaError(f"--input {inputs}: {stems[p.stem].name} and {p.name} share the name {p.stem!r}, so "
+        stem = output_stem(p)
+        if stem in stems:
+            raise SegarenaError(f"--input {inputs}: {stems[stem].name} and {p.name} share the name {stem!r}, so "
                                 f"their outputs would overwrite each other", fix="rename or move one of them")
-        stems[p.stem] = p
+        stems[stem] = p
     return files
 
 
@@ -342,25 +358,26 @@ def _write_batch(tm: TrainedModel, batch: list[tuple[Path, np.ndarray]], out: Pa
     fg_names = [_safe(n) for n in tm.labels[1:]]
     for (path, img), lg in zip(batch, logits):
         labels = labels_from_logits(lg)
-        target = out / f"{path.stem}.png"
+        stem = output_stem(path)
+        target = out / f"{stem}.png"
         _png(target, labels)
         result.append(target)
         result.label_maps.append(target)
         if prob_fmt:
             probs = foreground_probabilities(lg)
             if prob_fmt == "npy":
-                f = out / "probabilities" / f"{path.stem}.npy"
+                f = out / "probabilities" / f"{stem}.npy"
                 atomic_write(f, lambda tmp, p=probs: _save_npy(tmp, p.astype(np.float16)), suffix=".npy")
                 result.append(f)
             else:
                 for name, p in zip(fg_names, probs):
-                    f = out / "probabilities" / f"{path.stem}_{name}.png"
+                    f = out / "probabilities" / f"{stem}_{name}.png"
                     _png(f, np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8))
                     result.append(f)
         if overlays:
             from .report.overlay import overlay
 
-            f = out / "overlays" / f"{path.stem}.png"
+            f = out / "overlays" / f"{stem}.png"
             _png(f, overlay(img, np.zeros_like(labels), labels))
             result.append(f)
 

@@ -62,7 +62,7 @@ def test_offline_says_where_to_put_the_file(tmp_path):
 
 
 def test_missing_dataset_offline_names_the_folder(tmp_path):
-    with pytest.raises(DataError, match=r"dataset 'kvasir-seg' not found at .*kvasir-seg.*SEGARENA_DATA_ROOT"):
+    with pytest.raises(DataError, match=r"dataset 'kvasir-seg' not found: no folder kvasir-seg/.*SEGARENA_DATA_ROOT"):
         dataset_root("kvasir-seg", tmp_path)
 
 

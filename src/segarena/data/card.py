@@ -50,6 +50,17 @@ class DatasetCard:
     harmonized: dict[str, tuple[int, ...]] = field(default_factory=dict)
     #: True when cases carry ``meta["spacing_mm"]``
     has_spacing: bool = False
+    #: other top-level folder names of the official archives (matched in any letter case, like ``folder``)
+    aliases: tuple[str, ...] = ()
+    #: content identity of a user dataset (hash of its case list); empty for named datasets
+    content_hash: str = ""
+
+    def folder_names(self) -> tuple[str, ...]:
+        """Every folder name this dataset may sit under in a data root, lower-cased."""
+        names = [self.folder, self.name, *(self.aliases or ())]
+        if self.download is not None and self.download.archive_root:
+            names.append(self.download.archive_root)
+        return tuple(dict.fromkeys(n.lower() for n in names if n))
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +97,8 @@ class DatasetAdapter:
     #: builds a card from adapter options (for user datasets whose labels come from options)
     card_for: Callable[..., DatasetCard] | None = None
     read_image: ReadImage | None = None
+    #: valid ``data.options`` keys (named datasets: only ``path``, the dataset's own folder)
+    options: tuple[str, ...] = ("path",)
 
     def load_image(self, case: Case, channels: int) -> np.ndarray:
         if self.read_image is not None:
@@ -97,17 +110,32 @@ class DatasetAdapter:
     def card_with(self, options: dict[str, Any]) -> DatasetCard:
         return self.card_for(**options) if self.card_for and options else self.card
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Unknown ``data.options`` keys are an error listing the valid ones (a typo never passes silently)."""
+        import difflib
+
+        from .._errors import DataError
+
+        for key in options:
+            if key not in self.options:
+                close = difflib.get_close_matches(str(key), self.options, n=1)
+                raise DataError(f"dataset {self.card.name!r}: unknown option data.options.{key}"
+                                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                                fix=f"valid options: {', '.join(self.options)}")
+
 
 DATASETS: Registry[DatasetAdapter] = Registry("dataset")
 
 
 def register_dataset(card: DatasetCard, *, read_mask: ReadMask, card_for: Callable[..., DatasetCard] | None = None,
-                     read_image: ReadImage | None = None) -> Callable[[FindCases], FindCases]:
+                     read_image: ReadImage | None = None,
+                     options: tuple[str, ...] = ("path",)) -> Callable[[FindCases], FindCases]:
     """Decorator for an adapter's ``find_cases(root, **options)`` function."""
 
     def deco(fn: FindCases) -> FindCases:
         DATASETS.register(card.name, DatasetAdapter(card=card, find_cases=fn, read_mask=read_mask,
-                                                     card_for=card_for, read_image=read_image))
+                                                     card_for=card_for, read_image=read_image,
+                                                     options=tuple(options)))
         return fn
 
     return deco

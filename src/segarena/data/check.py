@@ -29,7 +29,7 @@ from .card import DATASETS, Case
 
 #: kinds of problems, in the order they are reported
 KINDS = ("layout", "orphan_image", "orphan_mask", "missing_file", "duplicate_id", "unreadable", "size_mismatch",
-         "unexpected_values")
+         "unexpected_values", "empty_mask")
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,29 @@ def files_by_id(folder: Path, suffixes: Iterable[str], strip: str = "") -> dict[
     return out
 
 
+def child_ci(folder: Path, name: str) -> Path | None:
+    """``folder/name`` matched in any letter case (exact spelling first); None when absent."""
+    exact = folder / name
+    if exact.exists():
+        return exact
+    if not folder.is_dir():
+        return None
+    low = name.lower()
+    for p in sorted(folder.iterdir()):
+        if p.name.lower() == low:
+            return p
+    return None
+
+
 def first_dir(root: Path, candidates: Iterable[str]) -> Path | None:
-    """The first ``root/<candidate>`` that is a folder (releases are unpacked with or without their top folder)."""
+    """The first ``root/<candidate>`` that is a folder, each path part matched in any letter case (releases are
+    unpacked with or without their top folder, and archives differ in case: ``CVC-ClinicDB`` / ``cvc-clinicdb``)."""
     for c in candidates:
-        if (root / c).is_dir():
-            return root / c
+        here: Path | None = root
+        for part in Path(c).parts:
+            here = child_ci(here, part) if here is not None else None
+        if here is not None and here.is_dir():
+            return here
     return None
 
 
@@ -118,6 +136,7 @@ def _scan_function(adapter: Any) -> Callable[[Path], Scan] | None:
 def _list_cases(name: str, adapter: Any, folder: Path, options: dict[str, Any]) -> Scan:
     if not adapter.card.folder:  # user datasets take their options
         try:
+            adapter.check_options(options)
             return Scan(cases=list(adapter.find_cases(folder, **options)))
         except DataError as exc:
             return Scan(problems=[Problem("layout", str(folder), str(exc))])
@@ -161,14 +180,20 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
 
     ``root`` is the data root (``--data-root``) or, for user datasets, their folder. Each case's image and mask are
     decoded through the adapter, exactly as training would read them. ``progress(done, total)`` is called after
-    each case. The result is JSON-serialisable; ``result["ok"]`` is true when no problem was found.
+    each case. The result is JSON-serialisable; ``result["ok"]`` is true when no problem was found (any file that
+    fails to decode is a problem; images and masks are counted separately). Empty (all-background) masks are
+    listed in ``empty_mask_files``; they are a problem only when every mask is empty.
     """
     from . import dataset_root  # late: the package imports the adapters, which import this module
 
     adapter = DATASETS.get(name)
     options = dict(options or {})
-    card = adapter.card_with(options)
+    adapter.check_options(options)
     folder = dataset_root(name, root, options, download=False)
+    try:
+        card = adapter.card_with(options)
+    except DataError:  # a broken user dataset still gets its problems listed
+        card = adapter.card
     listing = _list_cases(name, adapter, folder, options)
     problems: list[Problem] = list(listing.problems)
     cases = sorted(listing.cases, key=lambda c: c.id)
@@ -184,7 +209,8 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
     heights: list[int] = []
     widths: list[int] = []
     digests: dict[str, list[str]] = {}
-    decoded = 0
+    decoded = images_ok = masks_ok = 0
+    empty: list[str] = []
     for i, case in enumerate(cases):
         try:
             digests.setdefault(_sha256(case.image), []).append(str(case.image))
@@ -199,6 +225,8 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
             mask = adapter.read_mask(case)
         except Exception as exc:  # noqa: BLE001 - idem
             problems.append(_mask_problem(case, exc))
+        images_ok += image is not None
+        masks_ok += mask is not None
         if image is not None:
             heights.append(int(image.shape[0]))
             widths.append(int(image.shape[1]))
@@ -216,19 +244,29 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
                 pixels += counts
                 cases_with += counts > 0
                 decoded += 1
+                if k > 1 and not counts[1:].any():
+                    empty.append(str(case.masks[0]))
         if progress is not None:
             progress(i + 1, len(cases))
 
+    if empty and len(empty) == decoded:  # nothing to learn: every mask is background only
+        problems.append(Problem("empty_mask", empty[0], f"all {len(empty)} masks are all background (no foreground "
+                                                        "pixel); check mask_values or the mask folder"))
     total = int(pixels.sum())
     groups = Counter(c.group_id for c in cases)
     sizes = list(groups.values())
     problems.sort(key=lambda p: (KINDS.index(p.kind) if p.kind in KINDS else len(KINDS), p.file))
+    unlabelled = _unlabelled(name, options)
     return {
         "dataset": name,
         "title": card.title,
         "root": str(folder),
         "pairs": len(cases),
         "decoded": decoded,
+        "images_decoded": images_ok,
+        "masks_decoded": masks_ok,
+        "empty_masks": len(empty),
+        "empty_mask_files": empty,
         "classes": [{"index": j, "name": card.labels[j], "pixels": int(pixels[j]),
                      "share": (float(pixels[j]) / total) if total else 0.0, "cases": int(cases_with[j])}
                     for j in range(k)],
@@ -240,7 +278,20 @@ def check_dataset(name: str, root: str | os.PathLike | None = None, options: dic
         "problems": [p.as_dict() for p in problems],
         "problem_counts": dict(Counter(p.kind for p in problems)),
         "ok": not problems,
+        **({"unlabelled_images": unlabelled} if unlabelled is not None else {}),
     }
+
+
+def _unlabelled(name: str, options: dict[str, Any]) -> int | None:
+    """nnU-Net datasets: the number of ``imagesTs`` cases (unlabelled, for ``predict``); None otherwise."""
+    if name != "nnunet" or not options.get("path") or not (Path(options["path"]) / "imagesTs").is_dir():
+        return None
+    from .adapters.folder import find_nnunet_cases
+
+    try:
+        return len(find_nnunet_cases(options, "Ts"))
+    except DataError:
+        return 0
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -248,7 +299,8 @@ def format_report(report: dict[str, Any]) -> str:
     h, w = report["image_sizes"]["height"], report["image_sizes"]["width"]
     g = report["grouping"]
     lines = [f"{report['dataset']} ({report['title']}) at {report['root']}",
-             f"  pairs: {report['pairs']} ({report['decoded']} decoded without problems)",
+             f"  pairs: {report['pairs']}: {report['images_decoded']} image(s) and {report['masks_decoded']} mask(s) "
+             f"decoded, {report['decoded']} pair(s) usable; {report['empty_masks']} empty (all-background) mask(s)",
              "  classes: " + ", ".join(f"{c['name']} {100 * c['share']:.2f}% of pixels in {c['cases']} case(s)"
                                        for c in report["classes"]),
              f"  image sizes (HxW): min {h['min']}x{w['min']}, median {h['median']:g}x{w['median']:g}, "
@@ -256,7 +308,13 @@ def format_report(report: dict[str, Any]) -> str:
              f"  grouping by {g['by']}: {g['groups']} group(s), {g['cases_per_group']['min']}-"
              f"{g['cases_per_group']['max']} case(s) per group (median {g['cases_per_group']['median']:g})",
              f"  exact duplicates (same bytes): {len(report['duplicates'])} set(s)"]
+    if "unlabelled_images" in report:
+        lines.append(f"  unlabelled images (imagesTs/): {report['unlabelled_images']}")
     lines += [f"    {' = '.join(d)}" for d in report["duplicates"]]
+    if report.get("empty_masks"):
+        shown = report["empty_mask_files"][:10]
+        lines.append(f"  empty masks (all background, trained as negatives): {report['empty_masks']}")
+        lines += [f"    {f}" for f in shown] + (["    ..."] if report["empty_masks"] > len(shown) else [])
     if report["problems"]:
         counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report["problem_counts"].items())
         lines.append(f"  problems: {len(report['problems'])} ({counts})")

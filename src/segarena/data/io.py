@@ -8,14 +8,26 @@ import numpy as np
 
 from .._errors import DataError
 
+#: suffixes decoded by tifffile / nibabel instead of Pillow
+TIFF_SUFFIXES = (".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
-def _open(path: Path):
-    from PIL import Image, UnidentifiedImageError
 
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _exists(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: file not found", fix="check the dataset root, or re-download the dataset")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)", fix="replace it with the original or remove the case")
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    _exists(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -32,6 +44,57 @@ def _open(path: Path):
     return im
 
 
+def _read_tiff(path: Path) -> np.ndarray:
+    """First page of a TIFF as ``[H, W]`` or ``[H, W, C]``. tifffile reads what Pillow cannot (CVC-ClinicDB's
+    RGB frames tagged BlackIsZero, 16-bit multi-sample, planar), and never drops channels as OpenCV does."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            arr = page.asarray()
+            separate = int(getattr(page, "planarconfig", 1)) == 2
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a data problem of this file
+        raise DataError(f"{path}: corrupt or unreadable TIFF ({type(exc).__name__}: {exc})",
+                        fix="replace it with the original or remove the case") from None
+    if arr.ndim == 3 and separate and arr.shape[0] <= 4:
+        arr = np.moveaxis(arr, 0, -1)
+    while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] == 1):
+        arr = arr[0]
+    if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{path}: TIFF of shape {arr.shape} is not a 2-D image", fix="store one 2-D image per file")
+    return arr
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    """A 2-D NIfTI (nnU-Net stores 2-D cases as ``X x Y x 1``) as ``[rows, cols]``, like SimpleITK reads it."""
+    try:
+        import nibabel
+    except ImportError:
+        raise DataError(f"{path}: reading NIfTI needs nibabel", fix="pip install 'segarena[nifti]'") from None
+    try:
+        arr = np.asarray(nibabel.load(str(path)).dataobj)
+    except Exception as exc:  # noqa: BLE001 - idem
+        raise DataError(f"{path}: corrupt or unreadable NIfTI ({type(exc).__name__}: {exc})",
+                        fix="replace it with the original or remove the case") from None
+    arr = np.squeeze(arr)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: NIfTI of shape {arr.shape} is not 2-D", fix="segarena reads 2-D images only")
+    return np.ascontiguousarray(arr.T)
+
+
+def decode_array(path: str | Path) -> np.ndarray | None:
+    """The pixels of a TIFF or NIfTI file (``None`` for the formats Pillow reads)."""
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        _exists(path)
+        return _read_tiff(path)
+    if is_nifti(path):
+        _exists(path)
+        return _read_nifti(path)
+    return None
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
@@ -46,39 +109,88 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip((arr - lo) * 255.0 / (hi - lo) + 0.5, 0, 255).astype(np.uint8)
 
 
+def _array_to_image(arr: np.ndarray, channels: int) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # grey+alpha or RGBA: drop alpha
+        arr = arr[..., :1] if arr.shape[2] == 2 else arr[..., :3]
+    arr = _to_uint8(arr)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if channels == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif channels == 1 and arr.shape[2] == 3:  # ITU-R 601 luma, as Pillow's convert("L")
+        arr = (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5).astype(np.uint8)[..., None]
+    elif arr.shape[2] != channels:
+        arr = arr[..., :channels]
+    return np.ascontiguousarray(arr)
+
+
 def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Decode an image as ``uint8`` ``[H, W, channels]`` (RGB for 3 channels, luminance for 1)."""
+    """Decode an image as ``uint8`` ``[H, W, channels]`` (RGB for 3 channels, luminance for 1).
+
+    TIFF goes through tifffile, NIfTI through nibabel, every other format through Pillow (palette GIF/PNG through
+    its palette, 1-bit BMP as 0/255); 16-bit and float images are scaled by their own range."""
     path = Path(path)
+    arr = decode_array(path)
+    if arr is not None:
+        return _array_to_image(arr, channels)
     im = _open(path)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = _to_uint8(np.asarray(im))
-        arr = arr[..., None] if arr.ndim == 2 else arr
-        if channels == 3:
-            arr = np.repeat(arr, 3, axis=2)
-        return np.ascontiguousarray(arr)
+        return _array_to_image(np.asarray(im), channels)
     im = im.convert("RGB" if channels == 3 else "L")
     arr = np.asarray(im, dtype=np.uint8)
     return np.ascontiguousarray(arr if arr.ndim == 3 else arr[..., None])
 
 
+def _palette_is_grey(im) -> bool:
+    used = np.unique(np.asarray(im))
+    pal = np.asarray(im.getpalette() or [], np.int32).reshape(-1, 3)
+    used = used[used < len(pal)]
+    return bool(len(pal)) and bool(np.all((pal[used, 0] == pal[used, 1]) & (pal[used, 1] == pal[used, 2])))
+
+
 def read_gray(path: str | Path) -> np.ndarray:
-    """Decode a mask file as a 2-D array (RGB-stored grayscale is reduced to its first channel)."""
+    """Decode a mask file as a 2-D array of raw values (see :mod:`segarena.data.masks` for what they mean).
+
+    RGB-stored grayscale is reduced to its channel maximum (after refusing colour-coded multi-class masks); a
+    palette image gives its grey levels when the palette is grey, else its indices (VOC-style label PNGs)."""
     path = Path(path)
-    im = _open(path)
-    arr = np.asarray(im)
+    arr = decode_array(path)
+    if arr is None:
+        im = _open(path)
+        if im.mode in ("P", "PA"):
+            if _palette_is_grey(im):
+                im = im.convert("L")
+            else:
+                im = im.convert("P") if im.mode == "PA" else im
+        elif im.mode in ("LA", "La", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB") if im.mode not in ("LA", "La") else im.convert("L")
+        arr = np.asarray(im)
     if arr.ndim == 3:
-        if arr.shape[2] == 4:
-            arr = arr[..., :3]
+        if arr.shape[2] in (2, 4):
+            arr = arr[..., :1] if arr.shape[2] == 2 else arr[..., :3]
         if arr.shape[2] == 3:
             _refuse_colour_codes(arr, path)
         arr = arr.max(axis=2) if arr.shape[2] > 1 else arr[..., 0]
-    if arr.dtype != np.uint8 and arr.dtype != bool:
-        if arr.max() <= 255:
-            arr = arr.astype(np.uint8)
-        else:
-            raise DataError(f"{path}: mask values up to {int(arr.max())} do not fit a label map",
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        lit = np.unique(arr[arr != 0])
+        if lit.size == 1 and lit[0] > 255 and arr.min() >= 0:  # a 16-bit binary mask (0/65535): same as 0/255
+            return ((arr > 0) * 255).astype(np.uint8)
+        if arr.min() < 0 or arr.max() > 255:
+            raise DataError(f"{path}: mask values {int(arr.min())}..{int(arr.max())} do not fit a label map",
                             fix="store masks as 8-bit label maps (0 = background, 1..K-1 = classes)")
-    return arr.astype(np.uint8)
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def read_labels(path: str | Path, num_classes: int | None = None, mask_values=None) -> np.ndarray:
+    """:func:`read_gray` followed by the one mask rule (:func:`segarena.data.masks.to_labels`)."""
+    from .masks import to_labels
+
+    return to_labels(read_gray(path), path, num_classes, mask_values)
 
 
 _COLOUR_NAMES = {(1, 0, 0): "red", (0, 1, 0): "green", (0, 0, 1): "blue", (1, 1, 0): "yellow", (1, 0, 1): "magenta",
@@ -110,7 +222,11 @@ def _refuse_colour_codes(rgb: np.ndarray, path: Path) -> None:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) without decoding pixels."""
-    im = _open_header(Path(path))
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES or is_nifti(path):
+        arr = decode_array(path)
+        return int(arr.shape[0]), int(arr.shape[1])
+    im = _open_header(path)
     return im.height, im.width
 
 

@@ -101,10 +101,12 @@ def prepared_root() -> Path:
 
 
 def prepare(name: str, size: int, root: str | os.PathLike | None = None, options: dict[str, Any] | None = None,
-            limit: int | None = None, progress: bool = False, workers: int = 2) -> PreparedDataset:
-    """Decode ``name`` once at ``size``; later calls with the same data reuse the memory-mapped result."""
+            limit: int | None = None, progress: bool = False, workers: int = 2, *,
+            download: bool | None = None) -> PreparedDataset:
+    """Decode ``name`` once at ``size``; later calls with the same data reuse the memory-mapped result.
+    ``download=False`` never downloads a missing dataset (``None``: only when ``--download`` asked for it)."""
     options = dict(options or {})
-    card, cases, _ = discover(name, root, options, limit=limit)
+    card, cases, _ = discover(name, root, options, limit=limit, download=download)
     adapter = DATASETS.get(name)
     num_classes = card.num_classes
     fp = _fingerprint(name, options, cases, card.channels)

@@ -150,7 +150,20 @@ def official_folds(ids: list[str], meta: list[dict[str, Any]], num_folds: int, d
 def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list[str], phash: list[str],
                    num_folds: int, seed: int, path: Path | None = None, *, duplicates: str = "group",
                    split: str = "kfold", meta: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The split record for these cases: read from its file if it exists, else computed once and written."""
+    """The split record for these cases: read from its file if it exists, else computed once and written.
+
+    A dataset that ships its own folds as nnU-Net's ``splits_final.json`` (``meta["splits_final"]``) uses them:
+    they are segarena's split unless ``data.options.splits_final=false``."""
+    meta_k = {m.get("splits_final") for m in meta} if meta else set()
+    if split == "kfold" and meta_k and None not in meta_k:
+        k = meta_k.pop()
+        if k != num_folds:
+            raise DataError(f"{dataset}: splits_final.json has {k} folds, the run asks for {num_folds}",
+                            fix=f"use --set data.num_folds={k}, or --set data.options.splits_final=false")
+        split = "official"
+    if path is None and split == "official" and meta:
+        token = hashlib.sha256(json.dumps([m.get(f"fold_{num_folds}") for m in meta]).encode()).hexdigest()[:8]
+        path = split_file(dataset, ids, num_folds, seed, duplicates, split).with_suffix(f".{token}.json")
     path = path or split_file(dataset, ids, num_folds, seed, duplicates, split)
     if path.is_file():
         record = json.loads(path.read_text())

@@ -72,7 +72,15 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
     validate_spec(spec)
     store = ResultsDir(results).run(spec)
     if store.is_complete():
-        return RunResult(store, store.summary(), skipped=True)
+        from ..data import stale_user_dataset
+
+        done = store.summary()
+        changed = stale_user_dataset(spec.data.name, spec.data.options, done.get("dataset"))
+        if changed:
+            raise SegarenaError(f"run {spec.run_name} was trained on {done['dataset']}, but the folder "
+                                f"{spec.data.options.get('path')} now holds {changed}",
+                                fix="use another --results folder, or set data.options.name to tell them apart")
+        return RunResult(store, done, skipped=True)
     if not store.acquire():
         raise SegarenaError(f"run {spec.run_name} is being executed by another process",
                             fix="wait for it to finish; finished runs are reused automatically")
@@ -215,7 +223,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     t_start = time.time()
     data = prepare(d.name, p.input_size, d.root or data_root, d.options, limit=d.limit, progress=progress)
     card = data.card
-    split_rec = load_or_create(d.name, data.ids, data.groups, data.index["sha256"], data.index["phash"],
+    split_rec = load_or_create(card.name, data.ids, data.groups, data.index["sha256"], data.index["phash"],
                                d.num_folds, d.split_seed, duplicates=d.duplicates, split=d.split,
                                meta=data.index["meta"])
     split = rotation(split_rec["folds"], data.ids, d.num_folds, d.fold)
@@ -248,7 +256,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     sign = 1.0 if p.monitor == "val_mdsc" else -1.0
     ckpt_info = {"model": spec.model.name, "kwargs": spec.model.kwargs, "num_outputs": n_out,
                  "in_channels": card.channels, "labels": list(card.labels), "input_size": p.input_size,
-                 "mean": list(mean), "std": list(std), "dataset": d.name, "run_id": spec.run_id,
+                 "mean": list(mean), "std": list(std), "dataset": card.name, "run_id": spec.run_id,
                  "loss": loss_spec.name}
 
     state = load_state(store.state_file)
@@ -331,7 +339,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     if not p.evaluate_test:  # model-selection run: validation only, the test split is never touched
         best_val = max(e[p.monitor] for e in log) if p.monitor == "val_mdsc" else min(e[p.monitor] for e in log)
         summary = {"run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name,
-                   "family": model.card.family, "dataset": d.name, "fold": d.fold, "seed": p.seed, "lr": p.lr,
+                   "family": model.card.family, "dataset": card.name, "fold": d.fold, "seed": p.seed, "lr": p.lr,
                    "validation_only": True, "best_val": {p.monitor: best_val}, "best_epoch": best_epoch,
                    "epochs_run": len(log), "train_seconds": train_seconds, "wall_seconds": time.time() - t_start,
                    "params": count_params(model), "device": _device_name(device), "metrics": {}, "per_class": {}}
@@ -342,7 +350,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     # test: once, with the checkpoint chosen on validation
     t_test = time.time()
     load_weights(model, store.dir / "checkpoint")
-    extra = {"run_id": spec.run_id, "model": spec.model.name, "dataset": d.name, "fold": d.fold, "seed": p.seed}
+    extra = {"run_id": spec.run_id, "model": spec.model.name, "dataset": card.name, "fold": d.fold, "seed": p.seed}
     records, preds = _evaluate_test(model, data, split.test, spec, device, amp, mean, std, extra, progress)
     df = pd.DataFrame.from_records(records)
     atomic_write(store.path("records.parquet"), lambda tmp: df.to_parquet(tmp, index=False), suffix=".parquet")
@@ -353,7 +361,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     efficiency = _efficiency(model, p, card.channels, device)
     summary = {
         "run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name, "family": model.card.family,
-        "dataset": d.name, "fold": d.fold, "seed": p.seed, "metrics": reduce(df), "per_class": per_class(df),
+        "dataset": card.name, "fold": d.fold, "seed": p.seed, "metrics": reduce(df), "per_class": per_class(df),
         "empty_reference_cases": int(df.groupby("case_id")["ref_empty"].all().sum()),
         "best_epoch": best_epoch, "epochs_run": len(log), "stopped_early": stopped_early,
         "train_seconds": train_seconds, "test_seconds": time.time() - t_test, "wall_seconds": time.time() - t_start,

@@ -11,6 +11,7 @@ gaps are reductions over them.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,87 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .._errors import ConfigError, SegarenaError
 from .._io import atomic_write
 from ..data import DATASETS
 from ..metrics.overlap import case_records, confusion, mdsc
 from .store import ResultsDir, RunStore
 
 
+@dataclass(frozen=True)
+class Partner:
+    """A dataset a run can be tested on: a registered adapter, its options (user datasets: ``path``...) and the
+    data root(s) or folder where it lies (``None``: the common ``--data-root``)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None
+
+    def card(self):
+        return DATASETS.get(self.name).card_with(self.options)
+
+
+def parse_partner(text: str) -> Partner:
+    """``NAME`` (found in the data roots), ``NAME=FOLDER`` (a named dataset in its own folder) or
+    ``folder=PATH`` / ``nnunet=PATH`` (a user dataset; its options may follow as ``,key=value``)."""
+    name, _, rest = text.partition("=")
+    name = name.strip()
+    adapter = DATASETS.get(name)
+    if not rest:
+        if not adapter.card.folder:
+            raise ConfigError(f"--partner {text!r}: a user dataset needs its folder", fix=f"use {name}=/path/to/it")
+        return Partner(name)
+    path, *opts = _split_top(rest)
+    options: dict[str, Any] = {"path": path.strip()}
+    for kv in opts:
+        if "=" not in kv:
+            raise ConfigError(f"--partner {text!r}: option {kv!r} is not key=value", fix="e.g. ,name=mydata")
+        k, v = kv.split("=", 1)
+        import yaml
+
+        options[k.strip()] = yaml.safe_load(v)
+    adapter.check_options(options)
+    if adapter.card.folder:
+        return Partner(name, {}, options["path"])
+    return Partner(name, options)
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets/braces (``a,labels=[x, y]`` -> ``a``, ``labels=[x, y]``)."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+def run_card(spec):
+    """The card of the dataset a run was trained on (user datasets: built from the run's own options)."""
+    return DATASETS.get(spec.data.name).card_with(spec.data.options)
+
+
 def compatible(dataset: str) -> dict[str, list[str]]:
-    """Harmonized group -> other datasets sharing it."""
-    card = DATASETS.get(dataset).card
-    out: dict[str, list[str]] = {}
+    """Harmonized group -> the other registered datasets sharing it (by name)."""
+    return {g: [p.name for p in ps] for g, ps in partners_for(dataset).items()}
+
+
+def partners_for(dataset: str, partners: list[Partner] | None = None, options: dict[str, Any] | None = None
+                 ) -> dict[str, list[Partner]]:
+    """Harmonized group -> the other datasets sharing it: every registered named dataset, plus the given
+    ``partners`` (which may be user datasets declaring ``harmonized`` groups or named after one)."""
+    card = DATASETS.get(dataset).card_with(options or {})
+    given = {p.name: p for p in (partners or []) if DATASETS.get(p.name).card.folder}
+    users = [p for p in (partners or []) if not DATASETS.get(p.name).card.folder]
+    out: dict[str, list[Partner]] = {}
     for group in card.harmonized:
-        others = [n for n, a in DATASETS.items() if n != dataset and group in a.card.harmonized]
+        others = [given.get(n, Partner(n)) for n, a in DATASETS.items()
+                  if a.card.folder and n != card.name and group in a.card.harmonized]
+        others += [p for p in users if group in p.card().harmonized and p.card().name != card.name]
         if others:
             out[group] = others
     return out
@@ -42,30 +112,35 @@ def _lut(classes: tuple[int, ...]) -> np.ndarray:
     return lut
 
 
-def evaluate_on(store: RunStore, target: str, group: str, data_root: str | os.PathLike | None = None,
+def evaluate_on(store: RunStore, target: str | Partner, group: str, data_root: str | os.PathLike | None = None,
                 device: str | None = None, limit: int | None = None, ids: set[str] | None = None) -> pd.DataFrame:
     """Per-case records of a trained run on the cases of ``target`` (all, or ``ids``), in the harmonized
-    ``group``."""
+    ``group``. ``target`` is a dataset name or a :class:`Partner` (own folder, or a user dataset)."""
     from ..data.augment import normalize
     from ..data.prepare import prepare
     from ..protocol.checkpoint import build_from_checkpoint
     from ..protocol.loop import pick_device, predict_logits
     from ..protocol.losses import to_labels
 
-    own = target == store.spec.data.name
-    out_file = store.dir / "cross" / f"{target}__{group}{'__test' if own else ''}.parquet"
+    spec = store.spec
+    partner = target if isinstance(target, Partner) else Partner(target)
+    own = partner.name == spec.data.name and (partner.options or {}) in ({}, spec.data.options)
+    src_card = run_card(spec)
+    if own:
+        partner = Partner(spec.data.name, dict(spec.data.options), spec.data.root or None)
+    label = partner.card().name
+    out_file = store.dir / "cross" / f"{label}__{group}{'__test' if own else ''}.parquet"
     if out_file.is_file():
         return pd.read_parquet(out_file)
-    spec = store.spec
     dev = pick_device(device)
     model, info = build_from_checkpoint(store.dir / "checkpoint", dev)
-    src_lut = _lut(DATASETS.get(spec.data.name).card.harmonized[group])
-    tgt_card = DATASETS.get(target).card
-    tgt_lut = _lut(tgt_card.harmonized[group])
-    data = prepare(target, info["input_size"], (spec.data.root or data_root) if own else (data_root or spec.data.root),
-                   spec.data.options if own else None, limit=spec.data.limit if own else limit)
+    src_lut = _lut(src_card.harmonized[group])
+    root = (partner.root or data_root) if own else (partner.root or data_root or spec.data.root)
+    data = prepare(partner.name, info["input_size"], root, partner.options or None,
+                   limit=spec.data.limit if own else limit, download=False)  # crossval never downloads
+    tgt_lut = _lut(data.card.harmonized[group])
     if data.card.channels != info["in_channels"]:
-        raise ValueError(f"{target} has {data.card.channels} channel(s); the model takes {info['in_channels']}")
+        raise ValueError(f"{label} has {data.card.channels} channel(s); the model takes {info['in_channels']}")
     records: list[dict[str, Any]] = []
     bs = spec.protocol.batch_size
     chosen = [i for i, c in enumerate(data.ids) if ids is None or c in ids]
@@ -79,8 +154,9 @@ def evaluate_on(store: RunStore, target: str, group: str, data_root: str | os.Pa
             pred = src_lut[pred[0].cpu().numpy().astype(np.uint8)]
             ref = tgt_lut[data.native_mask(i)]
             records += case_records(data.ids[i], confusion(pred, ref, 2), ("background", group),
-                                    {"run_id": spec.run_id, "model": spec.model.name, "train": spec.data.name,
-                                     "test": target, "fold": spec.data.fold, "seed": spec.protocol.seed})
+                                    {"run_id": spec.run_id, "model": spec.model.name, "train": src_card.name,
+                                     "test": src_card.name if own else label, "fold": spec.data.fold,
+                                     "seed": spec.protocol.seed})
     df = pd.DataFrame.from_records(records)
     atomic_write(out_file, lambda tmp: df.to_parquet(tmp, index=False), suffix=".parquet")
     return df
@@ -88,9 +164,14 @@ def evaluate_on(store: RunStore, target: str, group: str, data_root: str | os.Pa
 
 def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | None = None,
                    device: str | None = None, limit: int | None = None, progress: bool = True,
-                   problems: list | None = None) -> pd.DataFrame:
+                   problems: list | None = None, partners: list[Partner] | None = None) -> pd.DataFrame:
     """Evaluate every complete run on every compatible dataset that can be found; return all records.
-    Damaged or partial runs are skipped and appended to ``problems`` (file + fix) when a list is given."""
+
+    Partners are looked up in ``data_root`` (several roots separated by ``os.pathsep``) unless a
+    :class:`Partner` gives their own folder; a partner that is not on disk is skipped with a message, never
+    downloaded. User datasets join as partners when their labels are compatible (declared ``harmonized`` groups,
+    or a binary dataset whose foreground label is the group's name). Damaged or partial runs are skipped and
+    appended to ``problems`` (file + fix) when a list is given."""
     from .._errors import SegarenaError
     from .store import Problem
 
@@ -114,7 +195,14 @@ def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | No
             continue
         if store.summary().get("family") == "external":  # scored masks (add-method): no model to run elsewhere
             continue
-        for group, targets in compatible(store.spec.data.name).items():
+        spec = store.spec
+        try:
+            groups = partners_for(spec.data.name, partners, spec.data.options)
+        except SegarenaError as exc:
+            if progress:
+                print(f"skipping {info.dir.name}: {str(exc).splitlines()[0]}")
+            continue
+        for group, targets in groups.items():
             # in-domain: the run's own test fold through the same harmonized path as the other datasets
             try:
                 frames.append(_own_test_harmonized(store, group, data_root, device).assign(group=group))
@@ -128,12 +216,12 @@ def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | No
                     df = evaluate_on(store, target, group, data_root, device, limit)
                 except Exception as exc:  # noqa: BLE001 - a missing dataset skips that column, loudly
                     if progress:
-                        print(f"skipping {store.spec.model.name}: {store.spec.data.name} -> {target}: "
+                        print(f"skipping {spec.model.name}: {spec.data.name} -> {target.name}: "
                               f"{str(exc).splitlines()[0]}")
                     continue
                 frames.append(df.assign(group=group))
                 if progress:
-                    print(f"{store.spec.model.name} f{store.spec.data.fold}: {store.spec.data.name} -> {target} "
+                    print(f"{spec.model.name} f{spec.data.fold}: {df['train'].iloc[0]} -> {df['test'].iloc[0]} "
                           f"mDSC {mdsc(df) * 100:.1f}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -127,7 +127,7 @@ def explain(run_dir: str | os.PathLike, cases: str = "worst:50", method: str = "
             cam, region = res.cam[j], res.region[j]
             curve = deletion_curve(model, x, cam, c, region, steps, baseline, seed=seed)
             row = {
-                "run_id": spec.run_id, "model": spec.model.name, "dataset": spec.data.name, "fold": spec.data.fold,
+                "run_id": spec.run_id, "model": spec.model.name, "dataset": data.card.name, "fold": spec.data.fold,
                 "seed": spec.protocol.seed, "method": method, "case_id": cid, "class_id": c,
                 "class_name": labels[c], "dice": _dice(rec, cid, c), "ref_empty": not (gt == c).any(),
                 "pred_empty": not region.any(), "energy_share": energy_share(cam, gt == c),

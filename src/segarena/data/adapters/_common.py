@@ -6,6 +6,16 @@ from pathlib import Path
 from ..._errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+def stem_of(p: Path) -> str | None:
+    """A mask or image file's case id (``a.png`` -> ``a``, ``a.nii.gz`` -> ``a``); None for other files."""
+    low = p.name.lower()
+    for ending in NIFTI_ENDINGS:
+        if low.endswith(ending):
+            return p.name[: -len(ending)]
+    return p.stem if p.suffix.lower() in IMAGE_SUFFIXES else None
 
 
 def list_images(folder: Path, what: str) -> dict[str, Path]:
@@ -14,11 +24,12 @@ def list_images(folder: Path, what: str) -> dict[str, Path]:
                         fix="point --data-root (or SEGARENA_DATA_ROOT) at the folder holding the dataset")
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if p.stem in out:
-                raise DataError(f"{what}: duplicate case id {p.stem!r} ({out[p.stem].name} and {p.name})",
+        stem = stem_of(p)
+        if p.is_file() and stem is not None and not p.name.startswith("."):
+            if stem in out:
+                raise DataError(f"{what}: duplicate case id {stem!r} ({out[stem].name} and {p.name})",
                                 fix="keep one file per case id")
-            out[p.stem] = p
+            out[stem] = p
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, Download, register_dataset
 from ..check import Scan, files_by_id, first_dir, pair_files
-from ..io import map_values, read_gray
+from ..io import read_labels
 
 CARD = DatasetCard(
     name="busbra",
@@ -52,7 +52,7 @@ _NUMBER = re.compile(r"^bus_(\d+)-")
 
 def read_mask(case: Case) -> np.ndarray:
     # read_gray drops alpha and takes the channel maximum, so RGB(A) silhouettes reduce to 0/255 like the rest.
-    return map_values(read_gray(case.masks[0]), {0: 0, 1: 1, 255: 1}, case.masks[0])
+    return read_labels(case.masks[0], 2, {1: 1, 255: 1})
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
-from ..io import read_gray
+from ..check import first_dir
+from ..io import read_labels
 
 CARD = DatasetCard(
     name="busi",
@@ -21,6 +22,7 @@ CARD = DatasetCard(
     citation="Al-Dhabyani et al., Dataset of breast ultrasound images, Data in Brief 28:104863, 2020",
     url="https://scholar.cu.edu.eg/?q=afahmy/pages/dataset",
     folder="busi",
+    aliases=("Dataset_BUSI_with_GT", "BUSI"),
     description="Benign, malignant and normal breast ultrasound images with lesion masks. Near-duplicates exist.",
     grouping="case (no patient ids are published)",
     how_to_get="download Dataset_BUSI_with_GT from the publisher's page and unpack it into <data-root>/busi/",
@@ -34,7 +36,7 @@ def read_mask(case: Case) -> np.ndarray:
     """Union of the case's mask files (extra lesions come as ``_mask_1``/``_mask_2``)."""
     out: np.ndarray | None = None
     for path in case.masks:
-        m = read_gray(path) > 127
+        m = read_labels(path, 2, "binary") > 0
         if out is not None and m.shape != out.shape:
             raise DataError(f"{path}: size {m.shape} differs from {case.masks[0]} {out.shape}",
                             fix="all masks of one case must have the image's size")
@@ -45,7 +47,9 @@ def read_mask(case: Case) -> np.ndarray:
 
 @register_dataset(CARD, read_mask=read_mask)
 def find_cases(root: Path) -> list[Case]:
-    base = root / "Dataset_BUSI_with_GT"
+    # the release's top folder, or the data root's busi/ holding it (matched in any letter case)
+    base = root if root.name.lower() == "dataset_busi_with_gt" else (
+        first_dir(root, ("Dataset_BUSI_with_GT",)) or root / "Dataset_BUSI_with_GT")
     if not base.is_dir():
         raise DataError(f"BUSI: folder {base} not found",
                         fix=f"unpack the official release so that {base}/benign/ exists")

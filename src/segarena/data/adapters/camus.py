@@ -41,6 +41,7 @@ CARD = DatasetCard(
              "doi:10.1109/TMI.2019.2900516",
     url="https://www.creatis.insa-lyon.fr/Challenge/camus/",
     folder="camus",
+    aliases=("CAMUS_public", "CAMUS"),
     description="500 patients x {2CH, 4CH} x {ED, ES} = 2,000 frames with expert labels of the LV endocardium, "
                 "LV epicardium (myocardium) and left atrium; anisotropic pixels (about 0.15 x 0.31 mm).",
     grouping="patient (patientXXXX; all four frames of a patient land in one fold)",

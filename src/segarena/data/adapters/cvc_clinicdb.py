@@ -21,7 +21,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
 from ..check import Problem, Scan, files_by_id, first_dir, pair_files
-from ..io import binarize, read_image
+from ..io import read_labels
 
 #: (first frame, last frame) of each video sequence, inclusive, in frame order
 SEQUENCES: tuple[tuple[int, int], ...] = (
@@ -44,6 +44,7 @@ CARD = DatasetCard(
              "doi:10.1016/j.compmedimag.2015.02.007",
     url="https://polyp.grand-challenge.org/CVCClinicDB/",
     folder="cvc-clinicdb",
+    aliases=("CVC-ClinicDB", "CVC-612"),
     description="612 frames (384x288) extracted from 29 colonoscopy video sequences, one polyp mask each; the "
                 "training set of the MICCAI 2015 polyp detection sub-challenge.",
     grouping="video sequence (29 sequences, frame ranges in cvc_clinicdb.SEQUENCES)",
@@ -64,8 +65,8 @@ def sequence_of(frame: int) -> int:
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # Masks are white polyps on black, some stored as RGB: take luminance, then threshold at the midpoint.
-    return binarize(read_image(case.masks[0], 1)[..., 0])
+    # White polyps on black (0/255, some stored as RGB TIFF): binary, foreground above 127 (0/1 copies kept).
+    return read_labels(case.masks[0], 2, "binary")
 
 
 def _folders(root: Path) -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
 from ..check import Problem, Scan, files_by_id, first_dir, pair_files
-from ..io import map_values, read_image
+from ..io import read_image, read_labels
 
 CARD = DatasetCard(
     name="drive",
@@ -48,8 +48,8 @@ _ID = re.compile(r"^(\d+)_(training|test)$")
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # read_image converts palette GIFs through their palette, so the value is the grey level, never an index.
-    return map_values(read_image(case.masks[0], 1)[..., 0], {0: 0, 255: 1}, case.masks[0])
+    # palette GIFs with a grey palette decode to their grey levels (0/255), never to palette indices.
+    return read_labels(case.masks[0], 2)
 
 
 def read_fov(case: Case) -> np.ndarray:

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ..._errors import DataError
 from ..card import Case, DatasetCard, Download, register_dataset
-from ..io import read_gray
+from ..io import read_labels
 
 CARD = DatasetCard(
     name="hc18",
@@ -24,6 +24,7 @@ CARD = DatasetCard(
              "images, PLoS ONE 13(8):e0200412, 2018, doi:10.1371/journal.pone.0200412",
     url="https://zenodo.org/records/1327317",
     folder="hc18",
+    aliases=("HC18",),
     description="2D ultrasound of the fetal head; annotation is the head ellipse (filled here).",
     grouping="pregnancy (``NNN_2HC`` is a repeat scan of ``NNN``)",
     download=Download(url="https://zenodo.org/records/1327317/files/training_set.zip?download=1", sha256=None,
@@ -36,7 +37,7 @@ _STEM = re.compile(r"^(?P<n>\d+)(?:_(?P<rep>\d+))?_?HC$")
 
 def read_mask(case: Case) -> np.ndarray:
     """Fill the annotated ellipse outline; an already filled mask passes through unchanged."""
-    outline = read_gray(case.masks[0]) > 127
+    outline = read_labels(case.masks[0], 2, "binary") > 0
     return ndimage.binary_fill_holes(outline).astype(np.uint8)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
 from ..check import Scan, files_by_id, pair_files
-from ..io import map_values, read_gray
+from ..io import read_labels
 
 _BASE = "https://isic-challenge-data.s3.amazonaws.com/2018/"
 #: split name -> (image folder, ground-truth folder); each is one archive ``<folder>.zip`` on the challenge bucket
@@ -56,7 +56,7 @@ CARD = DatasetCard(
 
 def read_mask(case: Case) -> np.ndarray:
     """0/255 PNG -> 0/1; any other value is reported with the file name."""
-    return map_values(read_gray(case.masks[0]), {0: 0, 255: 1}, case.masks[0])
+    return read_labels(case.masks[0], 2)
 
 
 def scan(root: Path) -> Scan:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..card import Case, DatasetCard, Download, register_dataset
-from ..io import binarize, read_gray
+from ..io import read_labels
 from ._common import pair_by_stem
 
 CARD = DatasetCard(
@@ -30,8 +30,8 @@ CARD = DatasetCard(
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # JPEG masks have grey edge values around the polyp: binarise at the midpoint.
-    return binarize(read_gray(case.masks[0]))
+    # JPEG masks: values near 0 and near 255 (block noise, grey edges): binary, foreground above 127.
+    return read_labels(case.masks[0], 2, "binary")
 
 
 @register_dataset(CARD, read_mask=read_mask)

@@ -40,6 +40,7 @@ CARD = DatasetCard(
              "IEEE Access 10:43669-43684, 2022, doi:10.1109/ACCESS.2022.3168693",
     url="https://www.kaggle.com/competitions/bkai-igh-neopolyp",
     folder="neopolyp",
+    aliases=("bkai-igh-neopolyp", "NeoPolyp-Small"),
     description="1,000 training images with colour-coded masks (945 after removing duplicates in Borst & Kounev); "
                 "JPEG masks, classified by dominant channel.",
     grouping="case (no patient ids are published)",

@@ -20,7 +20,7 @@ import numpy as np
 from ..._errors import DataError
 from ..card import Case, DatasetCard, register_dataset
 from ..check import Problem, Scan, first_dir
-from ..io import map_values, read_image
+from ..io import read_labels
 
 CARD = DatasetCard(
     name="ph2",
@@ -33,6 +33,7 @@ CARD = DatasetCard(
              "International Conference of the IEEE EMBS (EMBC), 2013, pp. 5437-5440, doi:10.1109/EMBC.2013.6610779",
     url="https://www.fc.up.pt/addi/ph2%20database.html",
     folder="ph2",
+    aliases=("PH2Dataset", "PH2 Dataset"),
     description="200 dermoscopic images (80 common nevi, 80 atypical nevi, 40 melanomas) from Hospital Pedro "
                 "Hispano, Matosinhos, with expert lesion masks.",
     grouping="case (one image per lesion; no patient ids are published)",
@@ -46,8 +47,8 @@ _CASE = re.compile(r"^IMD\d{3}$")
 
 
 def read_mask(case: Case) -> np.ndarray:
-    # BMP masks come as 1-bit, 8-bit grey or palette images: decode through luminance, then 0/255 -> 0/1.
-    return map_values(read_image(case.masks[0], 1)[..., 0], {0: 0, 255: 1}, case.masks[0])
+    # BMP masks come as 1-bit, 8-bit grey or palette images; the shared rule maps 0/1 and 0/255 to 0/1.
+    return read_labels(case.masks[0], 2)
 
 
 def _diagnoses(path: Path) -> dict[str, str]:

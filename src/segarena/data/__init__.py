@@ -41,11 +41,19 @@ def dataset_root(name: str, root: str | os.PathLike | None = None, options: dict
         return folder
     card = adapter.card
     if not download or card.download is None or is_offline():
-        where = card.download.url if card.download else (card.how_to_get or card.url)
-        raise DataError(f"dataset {name!r} not found at {folder}",
-                        fix=f"get it from {where} and unpack it there, or point --data-root / SEGARENA_DATA_ROOT "
-                            f"at the folder that holds {card.folder}/")
+        raise DataError(f"dataset {name!r} not found at {folder}", fix=_how_to_get(card, base, folder))
     return download_dataset(card, base)
+
+
+def _how_to_get(card: DatasetCard, base: Path, folder: Path) -> str:
+    """The fix of a missing dataset, as one sentence: how to get it, where to put it, or where to point."""
+    if card.download is not None:
+        how = f"download {card.download.url} and unpack it into {folder}"
+    elif card.how_to_get:
+        how = card.how_to_get.replace("<data-root>/", f"{base}/").replace("<data-root>", str(base))
+    else:
+        how = f"get it from {card.url} and unpack it into {folder}"
+    return f"{how}; or point --data-root / SEGARENA_DATA_ROOT at the folder that holds {card.folder}/"
 
 
 def discover(name: str, root: str | os.PathLike | None = None, options: dict[str, Any] | None = None,

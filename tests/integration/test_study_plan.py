@@ -243,3 +243,42 @@ def test_plan_counts_runs_and_costs_phases_of_a_small_study(tmp_path):
     assert all(r.gpu_seconds and r.peak_gib for r in plan.runs)
     assert plan.datasets["kvasir-seg"]["status"] == "missing"  # offline, empty root
     assert all(p["kind"] == "data" for _, p in plan.problems)
+
+
+def test_weight_sources_resolve_to_cached_downloadable_local_or_missing(tmp_path, monkeypatch):
+    from segarena.models.card import Weights
+    from segarena.runner.plan import weight_status
+
+    url = Weights(source="https://example.org/files/resnet50-0676ba61.pth", license="BSD", sha256="ab" * 32)
+    hub = Weights(source="hf-hub:nobody/nothing::weights.pth", license="MIT")
+    monkeypatch.setenv("SEGARENA_WEIGHTS", str(tmp_path / "w"))
+    missing = weight_status("m", "imagenet", url, True)  # tests run offline
+    assert missing["status"] == "missing" and "SEGARENA_OFFLINE" in missing["fix"]
+    assert weight_status("m", "imagenet", hub, True)["url"] == "https://huggingface.co/nobody/nothing/resolve/main/weights.pth"
+    monkeypatch.setenv("SEGARENA_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    down = weight_status("m", "imagenet", url, True)
+    assert down["status"] == "downloadable" and down["url"] == url.source and down["sha256"] == "ab" * 32
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "resnet50-0676ba61.pth").write_bytes(b"x")
+    assert weight_status("m", "imagenet", url, True)["status"] == "cached"
+    local = tmp_path / "mine.pth"
+    assert weight_status("m", "imagenet", url, str(local))["status"] == "missing"
+    local.write_bytes(b"x")
+    assert weight_status("m", "imagenet", url, str(local))["status"] == "local"
+
+
+@pytest.mark.realdata
+def test_a_dataset_whose_sample_does_not_decode_is_reported(tmp_path, real_data_root):
+    from segarena.runner.plan import check_data
+
+    good = check_data("kvasir-seg", real_data_root, {})
+    assert good["status"] == "present" and good["cases"] == 1000 and good["sample"]["image"][2] == 3
+    broken = tmp_path / "kvasir-seg"
+    (broken / "images").mkdir(parents=True)
+    (broken / "masks").mkdir()
+    first = sorted((real_data_root / "kvasir-seg" / "images").iterdir())[0]
+    (broken / "images" / first.name).write_bytes(b"not a jpeg")
+    (broken / "masks" / first.name).write_bytes((real_data_root / "kvasir-seg" / "masks" / first.name).read_bytes())
+    bad = check_data("kvasir-seg", tmp_path, {})
+    assert bad["status"] == "broken" and bad["problem"]

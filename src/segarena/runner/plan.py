@@ -443,7 +443,7 @@ def format_plan(plan: StudyPlan, allow_missing_data: bool = False) -> str:
         gh = sum(r.gpu_seconds or 0 for r in rs) / 3600
         peak = max((r.peak_gib or 0 for r in rs), default=0)
         kinds = sorted({r.estimate for r in rs})
-        par = f"{mc.params / 1e6:.1f}M" if mc.params else "-"
+        par = ("-" if not mc.params else f"{mc.params / 1e6:.1f}M" if mc.params >= 1e5 else f"{mc.params / 1e3:.1f}k")
         pap = f"{mc.params_paper_m:.0f}M" if mc.params_paper_m else "-"
         fl = f"{mc.fwd_gflops:.0f}" if mc.fwd_gflops else "-"
         lines.append(f"  {name:<26}{par:>9}{pap:>8}{fl:>9}{gh:>8.1f}{peak:>10.1f}  {'/'.join(kinds)}")

@@ -282,3 +282,18 @@ def test_a_dataset_whose_sample_does_not_decode_is_reported(tmp_path, real_data_
     (broken / "masks" / first.name).write_bytes((real_data_root / "kvasir-seg" / "masks" / first.name).read_bytes())
     bad = check_data("kvasir-seg", tmp_path, {})
     assert bad["status"] == "broken" and bad["problem"]
+
+
+def test_the_missing_dataset_fix_reads_as_one_sentence(tmp_path):
+    from segarena import DataError
+    from segarena.data import dataset_root
+
+    for name in ("isic2018", "neopolyp", "camus", "busi"):
+        with pytest.raises(DataError) as exc:
+            dataset_root(name, tmp_path, download=False)
+        fix = exc.value.fix
+        assert "get it from download" not in fix and "get it from join" not in fix and "<data-root>" not in fix
+        assert str(tmp_path / name) in fix and fix.count("unpack it") <= 1 and "SEGARENA_DATA_ROOT" in fix
+    with pytest.raises(DataError) as exc:
+        dataset_root("kvasir-seg", tmp_path, download=False)  # public: the archive's URL
+    assert exc.value.fix.startswith("download https://")

@@ -127,6 +127,8 @@ def _base_spec(a: argparse.Namespace):
     spec = _spec_file(a.config) if getattr(a, "config", None) else RunSpec()
     if a.preset:
         protocol, model_defaults = load_preset(a.preset)
+        if getattr(a, "config", None):  # a config file's own model section wins over the preset's defaults
+            model_defaults = {}
         spec = dataclasses.replace(spec, protocol=protocol, model=dataclasses.replace(spec.model, **model_defaults))
     return apply_overrides(spec, a.set or [])
 

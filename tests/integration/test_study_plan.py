@@ -297,3 +297,23 @@ def test_the_missing_dataset_fix_reads_as_one_sentence(tmp_path):
     with pytest.raises(DataError) as exc:
         dataset_root("kvasir-seg", tmp_path, download=False)  # public: the archive's URL
     assert exc.value.fix.startswith("download https://")
+
+
+def test_run_with_the_paper_preset_resolves_pretrained_per_model(tmp_path, monkeypatch):
+    """`run --preset paper`: the run gets pretrained=True for a model with weights, False for one without."""
+    import segarena.protocol as protocol_pkg
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(spec, results, **kw):
+        seen.append(spec.model.pretrained)
+        raise Stop
+
+    monkeypatch.setattr(protocol_pkg, "run", fake_run)
+    for model in ("unet-vgg16", "ukan-l"):
+        with pytest.raises(Stop):
+            main(["run", "--model", model, "--preset", "paper", "--results", str(tmp_path / "r")])
+    assert seen == [True, False]

@@ -12,7 +12,7 @@ the DCNv3 CUDA extension, flash attention) are used when installed, and reported
 
 Everything goes into one JSON file; ``segarena study plan STUDY --throughput gpu_check.json`` uses it. Without CUDA
 the script prints why it skipped and writes a JSON saying so (exit 0). A time budget (``--budget-s``, default
-420 s) keeps the whole check within 8 minutes on one H100/H200-class GPU: models left when it runs out are listed
+360 s for the models; the projection then takes well under a minute) keeps the whole check within 8 minutes on one H100/H200-class GPU: models left when it runs out are listed
 as not run. Random weights throughout: nothing is downloaded.
 """
 from __future__ import annotations
@@ -150,8 +150,6 @@ def one_forward(name: str, device: torch.device, size: int = 512) -> dict[str, A
 def projected_gpu_hours(result: dict[str, Any], study_path: Path = STUDY) -> dict[str, Any]:
     """The study's GPU-hours per phase from the measured rows (the plan's estimates fill the models that failed):
     with early stopping as the study sets it, and without (every run trains all its epochs)."""
-    import dataclasses
-
     from segarena.runner.plan import plan_study
     from segarena.runner.study import load_study
 
@@ -161,16 +159,14 @@ def projected_gpu_hours(result: dict[str, Any], study_path: Path = STUDY) -> dic
         path.write_text(json.dumps(result))
         empty = Path(tmp) / "no-data"
         empty.mkdir()
-        with_es = plan_study(study, data_root=empty, throughput=path)
-        no_es = plan_study(dataclasses.replace(study, protocol=dataclasses.replace(study.protocol, patience=None)),
-                           data_root=empty, throughput=path)
-    kinds = sorted({r.estimate for r in with_es.runs})
-    return {"with_early_stopping": with_es.gpu_hours(), "without_early_stopping": no_es.gpu_hours(),
-            "rows": kinds, "measured_models": sorted({r.model for r in with_es.runs if r.estimate == "measured"})}
+        plan = plan_study(study, data_root=empty, throughput=path)
+    kinds = sorted({r.estimate for r in plan.runs})
+    return {"with_early_stopping": plan.gpu_hours(), "without_early_stopping": plan.gpu_hours(all_epochs=True),
+            "rows": kinds, "measured_models": sorted({r.model for r in plan.runs if r.estimate == "measured"})}
 
 
 def run_check(device: torch.device, *, models: list[tuple[str, bool]], foundation: tuple[str, ...] = FOUNDATION,
-              size: int = 512, batch: int = 8, steps: int = 5, budget_s: float = 420.0,
+              size: int = 512, batch: int = 8, steps: int = 5, budget_s: float = 360.0,
               channels_last: tuple[str, ...] = (), compile_models: tuple[str, ...] = (),
               study_path: Path = STUDY) -> dict[str, Any]:
     """The whole check on ``device`` (CPU works at small sizes, for the tests): returns the JSON document."""
@@ -215,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="gpu_check.json", help="the JSON file to write (default gpu_check.json)")
     ap.add_argument("--steps", type=int, default=5, help="timed training steps per model (after 2 warm-up steps)")
-    ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting models after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=360.0, help="stop starting models after this many seconds")
     ap.add_argument("--channels-last", nargs="*", default=[], metavar="MODEL",
                     help="also time these models in channels-last memory format")
     ap.add_argument("--compile", nargs="*", default=[], metavar="MODEL", help="also time these with torch.compile")

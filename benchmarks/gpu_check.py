@@ -12,7 +12,8 @@ the DCNv3 CUDA extension, flash attention) are used when installed, and reported
 
 Everything goes into one JSON file; ``segarena study plan STUDY --throughput gpu_check.json`` uses it. Without CUDA
 the script prints why it skipped and writes a JSON saying so (exit 0). A time budget (``--budget-s``, default
-360 s for the models; the projection then takes well under a minute) keeps the whole check within 8 minutes on one H100/H200-class GPU: models left when it runs out are listed
+360 s for the models; the projection then takes well under a minute) keeps the whole check within 8 minutes on
+one H100/H200-class GPU: models left when it runs out are listed
 as not run. Random weights throughout: nothing is downloaded.
 """
 from __future__ import annotations

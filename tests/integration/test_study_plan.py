@@ -254,7 +254,8 @@ def test_weight_sources_resolve_to_cached_downloadable_local_or_missing(tmp_path
     monkeypatch.setenv("SEGARENA_WEIGHTS", str(tmp_path / "w"))
     missing = weight_status("m", "imagenet", url, True)  # tests run offline
     assert missing["status"] == "missing" and "SEGARENA_OFFLINE" in missing["fix"]
-    assert weight_status("m", "imagenet", hub, True)["url"] == "https://huggingface.co/nobody/nothing/resolve/main/weights.pth"
+    hub_url = weight_status("m", "imagenet", hub, True)["url"]
+    assert hub_url == "https://huggingface.co/nobody/nothing/resolve/main/weights.pth"
     monkeypatch.setenv("SEGARENA_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     down = weight_status("m", "imagenet", url, True)

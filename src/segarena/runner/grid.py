@@ -48,7 +48,8 @@ class GridSpec:
                     for s in self.seeds:
                         specs.append(RunSpec(
                             data=dataclasses.replace(self.data, name=ds, fold=f),
-                            model=ModelConfig(name=m, pretrained=resolve_pretrained(m, self.pretrained), kwargs=self.model_kwargs.get(m, {})),
+                            model=ModelConfig(name=m, pretrained=resolve_pretrained(m, self.pretrained),
+                                              kwargs=self.model_kwargs.get(m, {})),
                             protocol=dataclasses.replace(self.protocol, seed=s)))
         return specs
 

@@ -66,7 +66,8 @@ def load_measured(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"--throughput {p}: no such file", fix="pass the JSON file benchmarks/gpu_check.py wrote") from None
+        raise ConfigError(f"--throughput {p}: no such file",
+                          fix="pass the JSON file benchmarks/gpu_check.py wrote") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"--throughput {p}: not a JSON file ({type(exc).__name__})",
                           fix="pass the JSON file benchmarks/gpu_check.py wrote") from None

@@ -153,11 +153,14 @@ def cmd_models_info(a: argparse.Namespace) -> int:
 # ---- run / compare / report -------------------------------------------------------------------------------
 def _base_spec(a: argparse.Namespace):
     from .config import RunSpec, apply_overrides
-    from .configs import load_protocol
+    from .configs import load_preset
 
     spec = _spec_file(a.config) if getattr(a, "config", None) else RunSpec()
     if a.preset:
-        spec = dataclasses.replace(spec, protocol=load_protocol(a.preset))
+        protocol, model_defaults = load_preset(a.preset)
+        if getattr(a, "config", None):  # a config file's own model section wins over the preset's defaults
+            model_defaults = {}
+        spec = dataclasses.replace(spec, protocol=protocol, model=dataclasses.replace(spec.model, **model_defaults))
     return apply_overrides(spec, a.set or [])
 
 
@@ -184,6 +187,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     pre += [f"data.name={a.dataset}"] if a.dataset else []
     pre += [f"data.fold={a.fold}"] if a.fold is not None else []
     spec = apply_overrides(spec, pre + (a.set or []))
+    from .runner.grid import resolve_pretrained
+
+    spec = dataclasses.replace(spec, model=dataclasses.replace(
+        spec.model, pretrained=resolve_pretrained(spec.model.name, spec.model.pretrained)))
     res = run(spec, a.results, data_root=a.data_root, device=a.device, progress=True)
     print(("already complete: " if res.skipped else "finished: ") + str(res.store.dir))
     if res.skipped and not res.store.weights.is_file():  # a finished run is never redone: say what that means
@@ -218,8 +225,10 @@ def cmd_compare(a: argparse.Namespace) -> int:
     _print_verdicts(paths)
     print(f"\nreport: {paths['html']}")
     if failed:
-        print(f"{len(failed)} run(s) failed; see the report or the runs' status.json", file=sys.stderr)
-    return 1 if failed and len(failed) == len(rows) else 0
+        print(f"segarena: {len(failed)} of {len(rows)} run(s) failed: "
+              f"{_names([f'{r.spec.run_name} ({r.error})' for r in failed])}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_verdicts(paths: dict[str, Any]) -> None:
@@ -253,14 +262,34 @@ def _print_problems(problems: list) -> None:
         print(f"segarena: {len(problems)} run(s) left out or partial; everything else is included", file=sys.stderr)
 
 
+def cmd_study_plan(a: argparse.Namespace) -> int:
+    from .runner.plan import format_plan, plan_study
+    from .runner.study import load_study
+
+    plan = plan_study(load_study(a.file, scale=a.scale), data_root=a.data_root, throughput=a.throughput)
+    if a.json:
+        _print_json(plan.to_dict())
+    else:
+        print(format_plan(plan))
+    return 1 if plan.problems else 0
+
+
 def cmd_study_run(a: argparse.Namespace) -> int:
     from .report import build_report, leaderboard_text, load_results
+    from .runner.plan import StudyRefused, format_plan
     from .runner.study import load_study
     from .runner.study_runner import run_study
 
     study = load_study(a.file, scale=a.scale)  # every problem of the file is reported before anything runs
-    out = run_study(study, a.results, executor=a.executor, workers=a.workers, address=a.address,
-                    data_root=a.data_root, retries=a.retries, time_limit_s=a.time_limit, progress=True)
+    try:
+        out = run_study(study, a.results, executor=a.executor, workers=a.workers, address=a.address,
+                        data_root=a.data_root, retries=a.retries, time_limit_s=a.time_limit, progress=True,
+                        allow_missing_data=a.allow_missing_data, throughput=a.throughput)
+    except StudyRefused as exc:
+        if exc.plan is not None:
+            text = format_plan(exc.plan, a.allow_missing_data)
+            print(text[text.index("\nproblems"):].lstrip("\n") if "\nproblems" in text else text, file=sys.stderr)
+        raise
     print()
     print(leaderboard_text(load_results(a.results)["runs"]))
     if out.chosen_lr:
@@ -271,9 +300,15 @@ def cmd_study_run(a: argparse.Namespace) -> int:
     _print_verdicts(paths)
     print(f"\nreport: {paths['html']}")
     if out.failed:
-        print(f"{len(out.failed)} run(s) failed after retries; `segarena study status {a.results}` lists them",
-              file=sys.stderr)
+        skipped = f"; CV not started for {', '.join(out.skipped_cv)}" if out.skipped_cv else ""
+        print(f"segarena: {len(out.failed)} run(s) failed after retries: {_names(out.failed_names)}{skipped} "
+              f"(errors: `segarena study status {a.results}` and each run's status.json)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _names(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def cmd_study_status(a: argparse.Namespace) -> int:
@@ -297,8 +332,9 @@ def cmd_study_status(a: argparse.Namespace) -> int:
     return 0
 
 
-#: candidates of `segarena select` when --models is not given: strong members of both families
-SELECT_DEFAULT = ("unet", "nnunet-plain", "swin-umamba", "segformer-b2", "upernet-convnext-t", "vw-mit")
+#: candidates of `segarena select` when --models is not given: four mid-sized, strong members of both families,
+#: ImageNet-initialised where they have weights (nnU-Net trains from scratch by design)
+SELECT_DEFAULT = ("unet-vgg16", "nnunet-plain", "segformer-b2", "upernet-convnext-t")
 
 
 def cmd_select(a: argparse.Namespace) -> int:
@@ -311,6 +347,10 @@ def cmd_select(a: argparse.Namespace) -> int:
     if a.data:
         pre.append(f"data.options.path={a.data}")
     spec = apply_overrides(spec, pre + (a.set or []))
+    if not any(s.split("=", 1)[0].strip() == "model.pretrained" for s in a.set or []) and not a.preset \
+            and not getattr(a, "config", None):
+        # nobody chose: start from ImageNet weights where a candidate has them (racing from scratch wastes budget)
+        spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, pretrained="auto"))
     models = list(_csv(a.models)) if a.models else [m for m in SELECT_DEFAULT if m in MODELS]
     for m in models:
         MODELS.get(m)
@@ -581,7 +621,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--data-root", help=f"data root(s), several separated by {os.pathsep!r}")
     p.add_argument("--download", action="store_true", help="download public datasets that are not found")
+    p.add_argument("--allow-missing-data", action="store_true",
+                   help="run the datasets that are present instead of refusing to start when some are missing")
+    p.add_argument("--throughput", help="gpu_check.py JSON: measured throughputs for the plan's estimates")
     p.set_defaults(fn=cmd_study_run)
+    p = st.add_parser("plan", help="preflight and cost of a study: every run, model, weight source and dataset "
+                                   "checked, GPU-hours per phase (nothing trains)")
+    p.add_argument("file", help="study YAML, e.g. configs/studies/borst2026.yaml")
+    p.add_argument("--scale", help="a named scale of the study file (e.g. smoke)")
+    p.add_argument("--data-root")
+    p.add_argument("--throughput", help="gpu_check.py JSON: measured throughputs replace the estimates")
+    p.add_argument("--json", action="store_true", help="the plan as JSON: runs (with problems) and gpu_hours")
+    p.set_defaults(fn=cmd_study_plan)
     p = st.add_parser("status", help="done / running / failed / pending runs and an ETA")
     p.add_argument("results_dir")
     p.add_argument("--json", action="store_true")

@@ -79,14 +79,13 @@ def dataset_root(name: str, root: str | os.PathLike | None = None, options: dict
     if download is None:
         download = downloads_allowed()
     if not download or card.download is None or is_offline():
-        where = card.download.url if card.download else card.url
         searched = ", ".join(str(r) for r in roots)
         how = f", run `segarena datasets download {name}`, or pass --download" if card.download else ""
         aka = f" or {'/, '.join(card.aliases)}/" if card.aliases else ""
         raise DataError(f"dataset {name!r} not found: no folder {card.folder}/{aka} (any letter case) in {searched}",
-                        fix=f"unpack the release from {where} into one of these roots{how}; or add the root that "
-                            f"holds it to --data-root / SEGARENA_DATA_ROOT (several separated by {os.pathsep!r}), "
-                            f"or pass --set data.root=/path/to/{card.folder}")
+                        fix=f"{_how_to_get(card, roots[0], roots[0] / card.folder)}{how}; several roots are "
+                            f"separated by {os.pathsep!r}, and --set data.root=/path/to/{card.folder} names the "
+                            "dataset's own folder")
     return download_dataset(card, roots[0])
 
 
@@ -102,6 +101,17 @@ def _has_cases(adapter: DatasetAdapter, folder: Path) -> bool:
         return bool(adapter.find_cases(folder))
     except (DataError, OSError):
         return False
+
+
+def _how_to_get(card: DatasetCard, base: Path, folder: Path) -> str:
+    """The fix of a missing dataset, as one sentence: how to get it, where to put it, or where to point."""
+    if card.download is not None:
+        how = f"download {card.download.url} and unpack it into {folder}"
+    elif card.how_to_get:
+        how = card.how_to_get.replace("<data-root>/", f"{base}/").replace("<data-root>", str(base))
+    else:
+        how = f"get it from {card.url} and unpack it into {folder}"
+    return f"{how}; or point --data-root / SEGARENA_DATA_ROOT at the folder that holds {card.folder}/"
 
 
 def discover(name: str, root: str | os.PathLike | None = None, options: dict[str, Any] | None = None,

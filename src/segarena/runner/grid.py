@@ -16,6 +16,14 @@ from ..data import DATASETS
 from ..models import MODELS
 
 
+def resolve_pretrained(model: str, pretrained: bool | str) -> bool | str:
+    """``"auto"`` (the ``paper`` preset): the card's pretrained weights when ``model`` has them, else from
+    scratch; any other value is returned as given."""
+    if pretrained == "auto":
+        return bool(MODELS.get(model).card.pretrained)
+    return pretrained
+
+
 @dataclass(frozen=True)
 class GridSpec:
     models: tuple[str, ...]
@@ -25,7 +33,8 @@ class GridSpec:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pretrained: bool = False
+    #: ``True``, ``False``, a local checkpoint, or ``"auto"`` (per model: pretrained when it has weights)
+    pretrained: bool | str = False
 
     def expand(self) -> list[RunSpec]:
         for m in self.models:
@@ -39,7 +48,8 @@ class GridSpec:
                     for s in self.seeds:
                         specs.append(RunSpec(
                             data=dataclasses.replace(self.data, name=ds, fold=f),
-                            model=ModelConfig(name=m, pretrained=self.pretrained, kwargs=self.model_kwargs.get(m, {})),
+                            model=ModelConfig(name=m, pretrained=resolve_pretrained(m, self.pretrained),
+                                              kwargs=self.model_kwargs.get(m, {})),
                             protocol=dataclasses.replace(self.protocol, seed=s)))
         return specs
 

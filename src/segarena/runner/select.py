@@ -19,6 +19,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from ..config import ModelConfig, RunSpec
+from .grid import resolve_pretrained
 
 
 @dataclass
@@ -52,7 +53,7 @@ def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budg
 
     milestones = rung_schedule(len(models), budget_epochs, eta)
     total_epochs = milestones[-1]
-    specs = {m: dataclasses.replace(base, model=ModelConfig(name=m, pretrained=base.model.pretrained),
+    specs = {m: dataclasses.replace(base, model=ModelConfig(name=m, pretrained=resolve_pretrained(m, base.model.pretrained)),
                                     protocol=dataclasses.replace(base.protocol, epochs=total_epochs, patience=None))
              for m in models}
     alive = list(models)

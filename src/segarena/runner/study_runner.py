@@ -27,10 +27,18 @@ class StudyOutcome:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # run_id -> last outcome
     chosen_lr: dict[str, float] = field(default_factory=dict)  # "model|dataset" -> lr
     attempts: dict[str, int] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # run_id -> run folder name
+    #: (model, dataset) pairs whose CV never started because every learning-rate search run failed
+    skipped_cv: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.results.values() if r["state"] == "failed"]
+
+    @property
+    def failed_names(self) -> list[str]:
+        """Folder names of the runs that failed for good (after retries)."""
+        return sorted(self.names.get(rid, rid) for rid, r in self.results.items() if r["state"] == "failed")
 
 
 def _manifest_path(results: Path, name: str) -> Path:
@@ -41,9 +49,20 @@ def _manifest_path(results: Path, name: str) -> Path:
 
 def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "local", workers: int = 1,
               address: str | None = None, data_root: str | None = None, retries: int = 1,
-              time_limit_s: float | None = None, progress: bool = True) -> StudyOutcome:
+              time_limit_s: float | None = None, progress: bool = True, preflight: bool = True,
+              allow_missing_data: bool = False, throughput: str | os.PathLike | None = None) -> StudyOutcome:
+    """Run (or resume) ``study``. First the preflight (:func:`.plan.preflight`): nothing starts while a run has a
+    problem (``allow_missing_data``: the datasets that are missing are left out). The (model, dataset) pairs are
+    submitted largest estimated GPU time first, so workers finish close together."""
     from tqdm import tqdm
 
+    order: dict[tuple[str, str], float] = {}
+    if preflight:
+        from .plan import preflight as check
+
+        study, plan = check(study, data_root=data_root, allow_missing_data=allow_missing_data, throughput=throughput)
+        for r in plan.runs:
+            order[(r.model, r.dataset)] = order.get((r.model, r.dataset), 0.0) + (r.gpu_seconds or 0.0)
     rd = ResultsDir(results)
     manifest = _manifest_path(rd.path, study.name)
     out = StudyOutcome()
@@ -65,6 +84,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
 
     def submit(spec: RunSpec) -> None:
         specs[spec.run_id] = spec
+        out.names[spec.run_id] = spec.run_name
         out.attempts[spec.run_id] = out.attempts.get(spec.run_id, 0) + 1
         ex.submit(spec.run_id, to_dict(spec), str(rd.path), data_root, time_limit_s)
 
@@ -75,7 +95,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
 
     save_manifest("running")
     try:
-        for m, d in study.pairs():
+        for m, d in sorted(study.pairs(), key=lambda md: -order.get(md, 0.0)):  # stable: study order on ties
             pair = f"{m}|{d}"
             search = study.search_specs(m, d)
             if search:
@@ -109,6 +129,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
                             start_cv(pair, out.chosen_lr[pair])
                         else:
                             bar.update(len(study.cv_specs(*pair.split("|"))))
+                            out.skipped_cv.append(pair)
                             if progress:
                                 tqdm.write(f"skipping CV of {pair}: every learning-rate search run failed")
                 save_manifest("running")

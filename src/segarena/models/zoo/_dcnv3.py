@@ -10,7 +10,9 @@ slow "for debug" PyTorch function. This module has:
   (checked against an explicit per-pixel bilinear loop and against ``torchvision.ops.deform_conv2d`` in the unit
   tests). It runs on any device, so InternImage trains and tests on CPU.
 * :func:`dcnv3_core`, which uses the official compiled kernel (the ``DCNv3`` extension built from ``ops_dcnv3``)
-  when it is importable and the input is on CUDA, and the PyTorch path otherwise.
+  when it is importable and the input is on CUDA, and the PyTorch path otherwise. The kernel is called with the
+  official signature of its installed version: DCNv3 1.1 (the current ``ops_dcnv3``) takes a trailing
+  ``remove_center`` flag after ``im2col_step`` in both ``dcnv3_forward`` and ``dcnv3_backward``; 1.0 does not.
 * :class:`DCNv3`, the module (depth-wise conv -> LayerNorm -> GELU to predict offsets and weights, input/output
   projections), channels-last in and out like the official one.
 
@@ -44,6 +46,28 @@ def _compiled_ext():
 def has_compiled_dcnv3() -> bool:
     """Whether the official CUDA kernel is importable here."""
     return _compiled_ext() is not None and hasattr(_compiled_ext(), "dcnv3_forward")
+
+
+def compiled_dcnv3_version() -> float:
+    """The installed extension's version (``pip``'s ``DCNv3`` distribution, as the official wrapper reads it).
+
+    Unknown (built in place, no metadata) counts as 1.1, the version of the current official ``ops_dcnv3``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return float(".".join(version("DCNv3").split(".")[:2]))
+    except (PackageNotFoundError, ValueError):
+        return 1.1
+
+
+def _kernel_tail(im2col_step: int, remove_center: bool) -> tuple:
+    """The arguments after ``offset_scale`` (forward) / ``grad_output`` (backward) of the installed kernel:
+    ``(im2col_step, remove_center)`` for DCNv3 > 1.0, ``(im2col_step,)`` for 1.0 (which cannot remove it)."""
+    if compiled_dcnv3_version() > 1.0:
+        return (im2col_step, bool(remove_center))
+    if remove_center:
+        raise RuntimeError("remove_center needs DCNv3 >= 1.1; rebuild ops_dcnv3 from the current InternImage code")
+    return (im2col_step,)
 
 
 def _kernel_grid(kernel_h: int, kernel_w: int, dilation_h: int, dilation_w: int, offset_scale: float,
@@ -88,22 +112,24 @@ def dcnv3_core_pytorch(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor
 
 
 class _CompiledDCNv3(torch.autograd.Function):
-    """Autograd wrapper around the official CUDA kernel (same argument order as its ``dcnv3_forward``)."""
+    """Autograd wrapper around the official CUDA kernel: ``dcnv3_forward(input, offset, mask, kernel_h, kernel_w,
+    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step,
+    remove_center)`` and ``dcnv3_backward(..., offset_scale, grad_output, im2col_step, remove_center)`` (1.1)."""
 
     @staticmethod
-    def forward(ctx, x, offset, mask, args, im2col_step):
+    def forward(ctx, x, offset, mask, args, im2col_step, remove_center=False):
         ext = _compiled_ext()
-        ctx.args, ctx.im2col_step = args, im2col_step
+        ctx.args, ctx.tail = args, _kernel_tail(im2col_step, remove_center)
         ctx.save_for_backward(x, offset, mask)
-        return ext.dcnv3_forward(x, offset, mask, *args, im2col_step)
+        return ext.dcnv3_forward(x, offset, mask, *args, *ctx.tail)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, offset, mask = ctx.saved_tensors
         gx, goff, gmask = _compiled_ext().dcnv3_backward(x, offset, mask, *ctx.args, grad_out.contiguous(),
-                                                         ctx.im2col_step)
-        return gx, goff, gmask, None, None
+                                                         *ctx.tail)
+        return gx, goff, gmask, None, None, None
 
 
 def dcnv3_core(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_h: int, kernel_w: int,

@@ -3,7 +3,9 @@
 Built with segmentation_models_pytorch, whose MiT encoder follows the official implementation key for key. The
 decoder width follows the official configs: 256 for B0/B1, 768 for B2-B5 (SegFormer-B3: 47.2M params, as in
 Borst & Kounev). Pretrained: the official ImageNet-1k MiT weights, through smp's hub code, or a local official
-``mit_bX.pth`` file (``pretrained=/path/to/mit_b3.pth``).
+``mit_bX.pth`` file (``pretrained=/path/to/mit_b3.pth``). The checkpoints have RGB patch-embedding kernels; for
+a 1-channel input they are summed over RGB (timm's ``adapt_input_conv`` rule, as smp does for its hub weights), so
+a grey image seen as R=G=B gives the pretrained response.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import torch.nn as nn
 from ..._errors import SegarenaError
 from ...data.download import is_offline
 from ..card import ModelCard, Weights, register_model
-from ..weights import load_pretrained
+from ..weights import adapt_first_conv, load_pretrained
+
+#: the first convolution of the MiT encoder (the one whose kernels see the input channels)
+FIRST_CONV = "patch_embed1.proj.weight"
 
 _PARAMS_PAPER = {3: 47.0}
 _SEGFORMER_LICENSE = "NVIDIA Source Code License for SegFormer (non-commercial research)"
@@ -40,7 +45,8 @@ def _build(i: int, num_classes: int, in_channels: int, pretrained: bool | str) -
                             fix=f"connect once to cache them, or pass a local official mit_b{i}.pth") from None
     if isinstance(pretrained, str):
         # official MiT checkpoints carry an ImageNet classification head we do not use
-        load_pretrained(net, _mit_weights(i), local=pretrained, ignore=("head.",))
+        load_pretrained(net, _mit_weights(i), lambda sd: adapt_first_conv(sd, FIRST_CONV, in_channels),
+                        local=pretrained, ignore=("head.",))
     return net
 
 

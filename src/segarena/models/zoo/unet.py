@@ -48,7 +48,8 @@ class UNet(nn.Module):
           "arXiv:1505.04597",
     repo="https://lmb.informatik.uni-freiburg.de/people/ronneber/u-net/", license="design: public (paper)",
     params_paper_m=31.0, input_divisor=16, gradcam_layer="dec.3",
-    notes="Same-padded convolutions with batch norm; trained from scratch (no official ImageNet weights).",
+    notes="Same-padded convolutions with batch norm; trained from scratch (no official ImageNet weights). The "
+          "paper's U-Net had an ImageNet encoder: the study and the paper preset use unet-vgg16 for it.",
 ))
 def build_unet(num_classes: int, in_channels: int = 3, pretrained: bool | str = False, base: int = 64,
                depth: int = 4) -> nn.Module:

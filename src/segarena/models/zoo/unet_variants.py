@@ -209,9 +209,10 @@ def build_unetplusplus(num_classes: int, in_channels: int = 3, pretrained: bool 
     license="MIT (smp); VGG-16-BN weights BSD-3-Clause (torchvision)",
     params_paper_m=31.0, input_divisor=32, min_size=32, pretrained={"imagenet": VGG16_BN},
     gradcam_layer="decoder.blocks.4",
-    notes="Candidate for Borst & Kounev's U-Net ('ImageNet, VGG-style encoder, likely'): 30.4M parameters with "
-          "decoder widths (512, 256, 128, 64, 32). ImageNet encoder = torchvision vgg16_bn-6c64b313.pth "
-          "(served by smp-hub/vgg16_bn.imagenet).",
+    notes="The U-Net of the paper's study (configs/studies/borst2026.yaml): Borst & Kounev's U-Net started from an "
+          "ImageNet-initialised, 'likely VGG-style' encoder (31M); this one has 30.4M parameters (-2%) with decoder "
+          "widths (512, 256, 128, 64, 32). ImageNet encoder = torchvision vgg16_bn-6c64b313.pth (served by "
+          "smp-hub/vgg16_bn.imagenet); for 1-channel input its first-conv kernels are summed over RGB.",
 ))
 def build_unet_vgg16(num_classes: int, in_channels: int = 3, pretrained: bool | str = False,
                      decoder_channels: tuple[int, ...] = (512, 256, 128, 64, 32)) -> nn.Module:

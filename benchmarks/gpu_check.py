@@ -1,0 +1,241 @@
+"""The one GPU check: can the paper's study run on this GPU, and what will it cost? Minutes, not hours.
+
+    python benchmarks/gpu_check.py                       # one CUDA device; writes gpu_check.json
+    python benchmarks/gpu_check.py --out x.json --channels-last --compile unet-vgg16
+
+For each of the 11 models of ``configs/studies/borst2026.yaml`` at 512x512, batch 8, with the study's precision
+(bf16 autocast, except SegNeXt-L which the paper trained in fp32): a few real AdamW training steps on random data,
+checking the loss is finite, then images/s and peak memory. Then one forward of each foundation model (SAM,
+DINOv2, Mask2Former). Then the study's projected GPU-hours from the measured throughputs (``segarena study plan``
+with the measured rows), with and without early stopping. The optional fast kernels (mamba-ssm's selective scan,
+the DCNv3 CUDA extension, flash attention) are used when installed, and reported.
+
+Everything goes into one JSON file; ``segarena study plan STUDY --throughput gpu_check.json`` uses it. Without CUDA
+the script prints why it skipped and writes a JSON saying so (exit 0). A time budget (``--budget-s``, default
+360 s for the models; the projection then takes well under a minute) keeps the whole check within 8 minutes on
+one H100/H200-class GPU: models left when it runs out are listed
+as not run. Random weights throughout: nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "configs" / "studies" / "borst2026.yaml"
+FOUNDATION = ("sam-vit-b", "dinov2-b-dpt", "mask2former-swin-t")
+
+
+def study_models(study_path: Path = STUDY) -> list[tuple[str, bool]]:
+    """(model, amp) for every model of the study, with the precision its protocol gives it."""
+    from segarena.runner.study import load_study
+
+    study = load_study(study_path)
+    return [(m, study.cv_specs(m, study.datasets[0])[0].protocol.amp) for m in study.models]
+
+
+def fast_kernels() -> dict[str, Any]:
+    """Which optional fused kernels are importable (the models use them on CUDA when they are)."""
+    from segarena.models.zoo._dcnv3 import compiled_dcnv3_version, has_compiled_dcnv3
+    from segarena.models.zoo._selective_scan import mamba_ssm_available
+
+    out: dict[str, Any] = {"mamba_ssm": mamba_ssm_available(), "dcnv3": has_compiled_dcnv3()}
+    if out["dcnv3"]:
+        out["dcnv3_version"] = compiled_dcnv3_version()
+    try:
+        import flash_attn  # noqa: F401
+
+        out["flash_attn_package"] = True
+    except ImportError:
+        out["flash_attn_package"] = False
+    out["torch_flash_sdp"] = bool(torch.cuda.is_available() and torch.backends.cuda.flash_sdp_enabled())
+    return out
+
+
+def train_steps(name: str, device: torch.device, *, amp: bool, size: int = 512, batch: int = 8, steps: int = 5,
+                warmup: int = 2, channels_last: bool = False, compile_model: bool = False) -> dict[str, Any]:
+    """``warmup`` + ``steps`` AdamW steps of ``name`` (one logit, BCE) on random images and masks.
+
+    Returns images/s over the timed steps, the peak memory (CUDA) and whether every loss was finite. Any failure
+    (out of memory included) is returned as the row's error, so one model cannot stop the check."""
+    from segarena.models import count_params, create_model
+
+    row: dict[str, Any] = {"model": name, "amp": amp, "batch_size": batch, "size": size, "steps": steps,
+                           "channels_last": channels_last, "compiled": compile_model, "ok": False}
+    model = None
+    try:
+        torch.manual_seed(0)
+        model = create_model(name, 1, in_channels=3).to(device).train()
+        row["params"] = count_params(model)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        step_model = torch.compile(model) if compile_model else model
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.rand(batch, 3, size, size, generator=g).to(device)
+        y = (torch.rand(batch, 1, size, size, generator=g) > 0.5).float().to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+        losses: list[float] = []
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp and device.type == "cuda"):
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(step_model(x).float(), y)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+
+        for _ in range(warmup):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        elapsed = time.perf_counter() - t0
+        row.update(train_img_s=batch * steps / elapsed, step_seconds=elapsed / steps, losses=losses,
+                   finite=all(math.isfinite(v) for v in losses))
+        row["ok"] = row["finite"]
+        if not row["finite"]:
+            row["error"] = "non-finite loss"
+    except Exception as exc:  # noqa: BLE001 - the row records it; the check goes on with the next model
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        row["oom"] = isinstance(exc, torch.cuda.OutOfMemoryError)
+    finally:
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def one_forward(name: str, device: torch.device, size: int = 512) -> dict[str, Any]:
+    """One inference forward of a foundation model (bf16 autocast on CUDA): it builds, runs and gives logits."""
+    from segarena.models import create_model
+
+    row: dict[str, Any] = {"model": name, "size": size, "ok": False}
+    try:
+        model = create_model(name, 1, in_channels=3).to(device).eval()
+        x = torch.rand(1, 3, size, size, device=device)
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                             enabled=device.type == "cuda"):
+            y = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        row.update(seconds=time.perf_counter() - t0, shape=list(y.shape),
+                   ok=bool(torch.isfinite(y.float()).all()) and tuple(y.shape) == (1, 1, size, size))
+        del model
+    except Exception as exc:  # noqa: BLE001
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        if isinstance(exc, ImportError) or "pip install" in str(exc):  # an optional extra that is not installed
+            row["skipped"] = row.pop("error")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def projected_gpu_hours(result: dict[str, Any], study_path: Path = STUDY) -> dict[str, Any]:
+    """The study's GPU-hours per phase from the measured rows (the plan's estimates fill the models that failed):
+    with early stopping as the study sets it, and without (every run trains all its epochs)."""
+    from segarena.runner.plan import plan_study
+    from segarena.runner.study import load_study
+
+    study = load_study(study_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "throughput.json"
+        path.write_text(json.dumps(result))
+        empty = Path(tmp) / "no-data"
+        empty.mkdir()
+        plan = plan_study(study, data_root=empty, throughput=path)
+    kinds = sorted({r.estimate for r in plan.runs})
+    return {"with_early_stopping": plan.gpu_hours(), "without_early_stopping": plan.gpu_hours(all_epochs=True),
+            "rows": kinds, "measured_models": sorted({r.model for r in plan.runs if r.estimate == "measured"})}
+
+
+def run_check(device: torch.device, *, models: list[tuple[str, bool]], foundation: tuple[str, ...] = FOUNDATION,
+              size: int = 512, batch: int = 8, steps: int = 5, budget_s: float = 360.0,
+              channels_last: tuple[str, ...] = (), compile_models: tuple[str, ...] = (),
+              study_path: Path = STUDY) -> dict[str, Any]:
+    """The whole check on ``device`` (CPU works at small sizes, for the tests): returns the JSON document."""
+    t_start = time.perf_counter()
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    out: dict[str, Any] = {"status": "complete", "device": dev, "torch": torch.__version__, "size": size,
+                           "batch_size": batch, "kernels": fast_kernels(), "models": [], "levers": [],
+                           "foundation": [], "not_run": []}
+
+    def left() -> float:
+        return budget_s - (time.perf_counter() - t_start)
+
+    for name, amp in models:
+        if left() <= 0:
+            out["not_run"].append(name)
+            continue
+        row = train_steps(name, device, amp=amp, size=size, batch=batch, steps=steps)
+        out["models"].append(row)
+        print(f"{name:<26} {'ok ' if row['ok'] else 'FAIL'} {row.get('train_img_s', 0):8.1f} img/s "
+              f"{row.get('peak_gib', 0):6.1f} GiB  {row.get('error', '')}", flush=True)
+    for name in sorted(set(channels_last) | set(compile_models)):
+        if left() <= 0:
+            out["not_run"].append(f"{name} (levers)")
+            continue
+        amp = dict(models).get(name, True)
+        row = train_steps(name, device, amp=amp, size=size, batch=batch, steps=steps,
+                          channels_last=name in channels_last, compile_model=name in compile_models)
+        out["levers"].append(row)
+    for name in foundation:
+        if left() <= 0:
+            out["not_run"].append(name)
+            continue
+        out["foundation"].append(one_forward(name, device, size))
+    out["projected_gpu_hours"] = projected_gpu_hours(out, study_path)
+    out["seconds"] = time.perf_counter() - t_start
+    if out["not_run"]:
+        out["status"] = "partial"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="gpu_check.json", help="the JSON file to write (default gpu_check.json)")
+    ap.add_argument("--steps", type=int, default=5, help="timed training steps per model (after 2 warm-up steps)")
+    ap.add_argument("--budget-s", type=float, default=360.0, help="stop starting models after this many seconds")
+    ap.add_argument("--channels-last", nargs="*", default=[], metavar="MODEL",
+                    help="also time these models in channels-last memory format")
+    ap.add_argument("--compile", nargs="*", default=[], metavar="MODEL", help="also time these with torch.compile")
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        msg = "no CUDA device: gpu_check.py measures GPU training and has nothing to do on this machine"
+        print(f"gpu_check: skipped: {msg}")
+        Path(a.out).write_text(json.dumps({"status": "skipped", "reason": msg}, indent=2))
+        return 0
+    device = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    result = run_check(device, models=study_models(), steps=a.steps, budget_s=a.budget_s,
+                       channels_last=tuple(a.channels_last), compile_models=tuple(a.compile))
+    Path(a.out).write_text(json.dumps(result, indent=2, default=str))
+    gh = result["projected_gpu_hours"]
+    print(f"\nprojected GPU-hours of the study: {gh['with_early_stopping']['total']:.1f} with early stopping, "
+          f"{gh['without_early_stopping']['total']:.1f} without ({', '.join(gh['rows'])} rows)")
+    print(f"wrote {a.out} in {result['seconds']:.0f} s")
+    failed = [r["model"] for r in result["models"] + result["foundation"] if not r["ok"] and not r.get("skipped")]
+    if failed:
+        print(f"gpu_check: failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed or result["not_run"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

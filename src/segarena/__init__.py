@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._errors import ConfigError, DataError, RunFailed, SegarenaError
 from .config import DataConfig, ModelConfig, ProtocolConfig, RunSpec
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["ConfigError", "DataConfig", "DataError", "ModelConfig", "ProtocolConfig", "RunFailed", "RunSpec",
            "SegarenaError", "TrainedModel", "__version__", "build_report", "create_model", "evaluate_folders",

@@ -54,3 +54,11 @@ def inside(base: str | os.PathLike, *parts: str, what: str = "name") -> Path:
         raise SegarenaError(f"{what} {'/'.join(parts)!r} points outside {base}",
                             fix="fix or delete the file that holds this name; segarena only writes inside its folders")
     return path
+
+
+def is_offline() -> bool:
+    """True when ``SEGARENA_OFFLINE`` or ``HF_HUB_OFFLINE`` is set (to anything but ``0``): nothing may be downloaded.
+
+    A foundation, because data (dataset downloads), models (weights, hub configs) and the study plan all ask it.
+    """
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("SEGARENA_OFFLINE", "HF_HUB_OFFLINE"))

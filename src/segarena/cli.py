@@ -525,7 +525,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     ap = argparse.ArgumentParser(prog="segarena", description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--version", action="version", version=f"segarena {__version__}")
@@ -734,7 +734,7 @@ _SELF_LOGGING = {"compare", "study", "demo"}
 def _log_command(args: argparse.Namespace, argv: list[str]) -> None:
     results = getattr(args, "results", None) or getattr(args, "results_dir", None)
     if args.command in _LOGGED and results and (args.command != "study" or args.sub == "run"):
-        from .runner.store import ResultsDir
+        from .store import ResultsDir
 
         ResultsDir(results).log_command(argv)
 

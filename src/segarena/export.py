@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from ._errors import SegarenaError
 from ._io import atomic_path, atomic_write, read_json, write_json
 from .inference import BUNDLE_FILE, BUNDLE_FORMAT, RESIZE_RULE, TrainedModel, _locate, load_trained

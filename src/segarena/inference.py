@@ -375,7 +375,7 @@ def _write_batch(tm: TrainedModel, batch: list[tuple[Path, np.ndarray]], out: Pa
                     _png(f, np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8))
                     result.append(f)
         if overlays:
-            from .report.overlay import overlay
+            from .data.overlay import overlay
 
             f = out / "overlays" / f"{stem}.png"
             _png(f, overlay(img, np.zeros_like(labels), labels))

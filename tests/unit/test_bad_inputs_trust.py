@@ -74,7 +74,7 @@ def test_report_on_a_damaged_results_folder(world, tmp_path, capsys, how, file):
 
 
 def test_study_status_and_crossval_on_a_damaged_results_folder(world, tmp_path, capsys):
-    from segarena.runner.store import scan_runs
+    from segarena.store import scan_runs
 
     res, bad = _damaged_copy(world, tmp_path, "summary")
     scan = scan_runs(res)

@@ -8,7 +8,8 @@ from typing import Any
 from .._errors import DataError
 from . import adapters  # noqa: F401  (registers the adapters)
 from .card import DATASETS, Case, DatasetAdapter, DatasetCard, Download, register_dataset
-from .download import cache_dir, download_dataset, is_offline
+from .._paths import is_offline
+from .download import cache_dir, download_dataset
 
 __all__ = ["DATASETS", "Case", "DatasetAdapter", "DatasetCard", "Download", "register_dataset", "data_root",
            "data_roots", "dataset_root", "discover", "downloads_allowed", "get_card"]

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from .._errors import DataError
+from .._paths import is_offline
 from .._io import write_text
 from .card import DatasetCard
 
@@ -22,10 +23,6 @@ from .card import DatasetCard
 def cache_dir() -> Path:
     """``$SEGARENA_CACHE`` or ``~/.cache/segarena``."""
     return Path(os.environ.get("SEGARENA_CACHE") or Path.home() / ".cache" / "segarena").expanduser()
-
-
-def is_offline() -> bool:
-    return any(os.environ.get(v, "") not in ("", "0") for v in ("SEGARENA_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

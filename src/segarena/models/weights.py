@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from .._errors import SegarenaError
-from ..data.download import cache_dir, fetch, is_offline
+from .._paths import is_offline
+from ..data.download import cache_dir, fetch
 from .card import Weights
 
 Converter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
+from .._version import __version__
 from .._errors import DataError, RunFailed, SegarenaError
 from .._io import atomic_write, write_json
 from ..config import RunSpec
@@ -30,7 +30,7 @@ from ..data.splits import load_or_create, rotation
 from ..metrics.distance import case_surface_metrics
 from ..metrics.overlap import case_records, confusion, per_class, reduce
 from ..models import count_params, create_model
-from ..runner.store import ResultsDir, RunStore
+from ..store import ResultsDir, RunStore
 from .checkpoint import load_state, load_weights, save_state, save_weights
 from .losses import out_channels, resolve_loss, to_labels
 from .schedules import make_scheduler
@@ -404,7 +404,7 @@ def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], p
     from PIL import Image
 
     from .._paths import file_part
-    from ..report.overlay import side_by_side
+    from ..data.overlay import side_by_side
 
     case_dice = df.groupby("case_id")["dice"].mean().sort_values(kind="stable")
     pos = {data.ids[i]: (j, i) for j, i in enumerate(test_idx)}

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .._io import write_text
-from ..runner.store import Problem, ResultsDir
+from ..store import Problem, ResultsDir
 
 LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall", "hd95_mean", "nsd_mean")
 

@@ -1,4 +1,4 @@
-"""Results store and grid execution."""
-from .store import ResultsDir, RunStore
+"""Grids, studies, executors, select and cross-dataset evaluation: everything that runs many protocol runs.
 
-__all__ = ["ResultsDir", "RunStore"]
+The results store these share sits one layer lower, in :mod:`segarena.store`, so that the protocol can write to it.
+"""

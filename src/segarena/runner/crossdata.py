@@ -24,7 +24,7 @@ from .._errors import ConfigError, SegarenaError
 from .._io import atomic_write
 from ..data import DATASETS
 from ..metrics.overlap import case_records, confusion, mdsc
-from .store import ResultsDir, RunStore
+from ..store import ResultsDir, RunStore
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | No
     or a binary dataset whose foreground label is the group's name). Damaged or partial runs are skipped and
     appended to ``problems`` (file + fix) when a list is given."""
     from .._errors import SegarenaError
-    from .store import Problem
+    from ..store import Problem
 
     rd = ResultsDir(results, create=False)
     frames = []

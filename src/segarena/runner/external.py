@@ -22,7 +22,7 @@ import numpy as np
 from .._errors import ConfigError, DataError, SegarenaError
 from .._io import atomic_write, write_json
 from ..config import DataConfig, ModelConfig, ProtocolConfig, RunSpec
-from .store import ResultsDir, RunStore
+from ..store import ResultsDir, RunStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
@@ -127,7 +127,7 @@ def _store(results, spec: RunSpec, data, sp, rec, records, pred_dir: Path, ignor
            reduce) -> AddedMethod:
     import pandas as pd
 
-    from .. import __version__
+    from .._version import __version__
 
     store = ResultsDir(results).run(spec)
     if store.is_complete():

@@ -91,7 +91,7 @@ def run_grid(specs: list[RunSpec], results: str | os.PathLike, *, data_root: str
 
 def _save_traceback(results, spec: RunSpec) -> None:
     from .._io import write_text
-    from .store import ResultsDir
+    from ..store import ResultsDir
 
     try:
         write_text(ResultsDir(results).run(spec).dir / "traceback.txt", traceback.format_exc())

@@ -14,7 +14,7 @@ def weight_status(model: str, tag: str, weights: Any, pretrained: bool | str) ->
     ``missing`` (with the fix)."""
     from pathlib import Path
 
-    from ..data.download import is_offline
+    from .._paths import is_offline
     from ..models.weights import weights_dir
 
     row: dict[str, Any] = {"model": model, "tag": tag, "source": weights.source, "license": weights.license,
@@ -59,7 +59,7 @@ def check_data(name: str, root: str | os.PathLike | None, options: dict[str, Any
 
     from .._errors import DataError
     from ..data import DATASETS, dataset_root
-    from ..data.download import is_offline
+    from .._paths import is_offline
 
     adapter = DATASETS.get(name)
     card = adapter.card_with(options)

@@ -76,7 +76,7 @@ def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budg
     out.winner = alive[0]
     # finish the winner (if it paused) and evaluate it on test, once
     res = run(specs[out.winner], results, data_root=data_root, device=device, progress=progress)
-    from .store import ResultsDir
+    from ..store import ResultsDir
 
     rd = ResultsDir(results)
     out.epochs_spent = sum(len(rd.run(s).log()) for s in specs.values())

@@ -18,7 +18,7 @@ from typing import Any
 from .._io import write_json
 from ..config import RunSpec, to_dict
 from .executors import make_executor
-from .store import ResultsDir, process_alive, process_start, scan_runs
+from ..store import ResultsDir, process_alive, process_start, scan_runs
 from .study import StudySpec, pick_lr
 
 

@@ -80,7 +80,7 @@ def explain(run_dir: str | os.PathLike, cases: str = "worst:50", method: str = "
     from ..data.prepare import prepare
     from ..protocol.checkpoint import build_from_checkpoint
     from ..protocol.loop import pick_device
-    from ..runner.store import RunStore
+    from ..store import RunStore
 
     method = check_method(method)
     removal_baseline(torch.zeros(1, 1, 4, 4), baseline)  # validates the name before any work
@@ -189,7 +189,7 @@ def _save_panel(path: Path, image: np.ndarray, gt: np.ndarray, res: Any, classes
     """One row per class: image | overlay (reference outline green, prediction red) | CAM heatmap."""
     from PIL import Image
 
-    from ..report.overlay import overlay
+    from ..data.overlay import overlay
 
     h = image.shape[0]
     gap = np.full((h, 4, 3), 255, np.uint8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..._errors import SegarenaError
-from ...data.download import is_offline
+from ..._paths import is_offline
 from ..card import ModelCard, Weights, register_model
 from ..weights import adapt_first_conv, load_pretrained
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._errors import ConfigError, SegarenaError
-from ...data.download import is_offline
+from ..._paths import is_offline
 from ..card import ModelCard, Weights, register_model
 from ..weights import load_pretrained
 

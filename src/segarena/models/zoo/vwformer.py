@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..._errors import SegarenaError
-from ...data.download import is_offline
+from ..._paths import is_offline
 from ..card import ModelCard, Weights, register_model
 from ..weights import adapt_first_conv, load_pretrained, strip_prefixes
 from .heads import ConvBNReLU

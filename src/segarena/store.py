@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import SegarenaError
-from .._io import read_json, write_json
-from ..config import RunSpec, spec_from_dict, to_dict
+from ._errors import SegarenaError
+from ._io import read_json, write_json
+from .config import RunSpec, spec_from_dict, to_dict
 
 MARKER = "segarena-results.json"
 
@@ -57,7 +57,7 @@ class ResultsDir:
             raise _unwritable(self.path, exc) from None
 
     def run(self, spec: RunSpec) -> RunStore:
-        from .._paths import inside
+        from ._paths import inside
 
         return RunStore(inside(self.path / "runs", spec.run_name, what="run name"), spec)
 
@@ -167,7 +167,7 @@ class RunStore:
 
 def _unwritable(folder: Path, exc: OSError) -> SegarenaError:
     """One-line error for a results folder that cannot be written (read-only, full, permissions)."""
-    from .._io import _fix_for
+    from ._io import _fix_for
 
     return SegarenaError(f"cannot write into the results folder {folder}: {(exc.strerror or str(exc)).lower()}",
                          fix=f"{_fix_for(exc)}, e.g. --results another/folder; nothing was written")

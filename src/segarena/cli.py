@@ -748,9 +748,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SEGARENA_DOWNLOAD"] = "1"
     try:
         if getattr(args, "device", None):
-            from .inference import resolve_device
+            from .protocol.precision import pick_device
 
-            resolve_device(args.device)
+            pick_device(args.device)
         rc = int(args.fn(args) or 0)
         if rc in (0, 1) and args.command not in _SELF_LOGGING:  # the command ran: record what produced results
             _log_command(args, argv)

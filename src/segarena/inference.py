@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from ._errors import ConfigError, DataError, SegarenaError
 from ._io import atomic_write, read_json, write_json
+from .protocol.precision import autocast, pick_device, use_amp
 
 #: how images are resized to the network size (recorded in bundles; mirrors data/prepare.py)
 RESIZE_RULE = "PIL bilinear to input_size x input_size (reducing_gap=3.0), aspect ratio not kept"
@@ -32,25 +32,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "segarena-bundle"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU. Unknown or unavailable devices are user errors."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {device!r} is not a device", fix="use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine", fix="use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)",
-                              fix=f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError(f"--device {device}: MPS is not available on this machine", fix="use --device cpu")
-    return dev
 
 
 class TrainedModel:
@@ -131,14 +112,9 @@ class TrainedModel:
         return foreground_probabilities(self.native_logits([self.to_uint8(image)])[0])
 
     def _autocast(self):
-        """Mixed precision on CUDA as in the run's test evaluation: only if its protocol used AMP and the card
-        does not ask for fp32 (SegNeXt)."""
-        card = getattr(self.model, "card", None)
-        fp32_only = card is not None and "fp32" in card.notes.lower()
-        if self.device.type != "cuda" or fp32_only or not self.info.get("amp", True):
-            return nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
+        """Mixed precision as in the run's test evaluation (:func:`~segarena.protocol.precision.use_amp`): on CUDA,
+        only if its protocol used AMP and the card does not ask for fp32 (SegNeXt)."""
+        return autocast(self.device, use_amp(self.info.get("amp", True), self.device, getattr(self.model, "card", None)))
 
 
 def labels_from_logits(logits: torch.Tensor) -> np.ndarray:
@@ -159,7 +135,7 @@ def load_trained(path: str | Path, device: str | torch.device | None = "cpu") ->
     """Rebuild a trained model from a run folder (``results/runs/<name>``), its ``checkpoint/`` folder, or a
     bundle written by :func:`segarena.export.export_bundle`. Needs nothing of the original study or data."""
     path = Path(path).expanduser()
-    dev = resolve_device(device)
+    dev = pick_device(device)
     kind, folder, info = _locate(path)
     from .models import create_model
     from .protocol.checkpoint import load_weights
@@ -388,4 +364,4 @@ def _save_npy(tmp: Path, arr: np.ndarray) -> None:
 
 
 __all__ = ["RESIZE_RULE", "Predictions", "TrainedModel", "foreground_probabilities", "labels_from_logits",
-           "list_inputs", "load_trained", "predict", "resolve_device"]
+           "list_inputs", "load_trained", "predict"]

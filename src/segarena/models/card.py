@@ -58,7 +58,17 @@ class ModelCard:
     #: input normalization the pretrained weights expect
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    #: numeric precision the model trains and predicts in: ``"amp"`` (autocast when ``protocol.amp`` is on, on CUDA)
+    #: or ``"fp32"`` (never autocast: SegNeXt, unstable under mixed precision in Borst & Kounev)
+    precision: Literal["amp", "fp32"] = "amp"
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("amp", "fp32"):
+            from .._errors import ConfigError
+
+            raise ConfigError(f"model card {self.name!r}: precision={self.precision!r} is not a precision",
+                              fix='use precision="amp" or precision="fp32"')
 
     def to_dict(self) -> dict[str, Any]:
         import dataclasses

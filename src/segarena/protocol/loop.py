@@ -12,7 +12,6 @@ from collections.abc import Callable
 import platform
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +27,13 @@ from ..data.augment import AUGMENTATIONS, augment, normalize
 from ..data.prepare import PreparedDataset, prepare
 from ..data.splits import load_or_create, rotation
 from ..metrics.distance import case_surface_metrics
+from ..metrics.efficiency import device_name
 from ..metrics.overlap import case_records, confusion, per_class, reduce
 from ..models import count_params, create_model
 from ..store import ResultsDir, RunStore
 from .checkpoint import load_state, load_weights, save_state, save_weights
 from .losses import out_channels, resolve_loss, to_labels
+from .precision import autocast, pick_device, predict_logits, use_amp
 from .schedules import make_scheduler
 
 
@@ -41,12 +42,6 @@ class RunResult:
     store: RunStore
     summary: dict[str, Any]
     skipped: bool = False
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -128,13 +123,6 @@ def validate_spec(spec: RunSpec) -> None:
         raise SegarenaError(f"protocol.lr={p.lr} must be positive", fix="e.g. --set protocol.lr=1e-4")
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _batches(indices: list[int], bs: int) -> list[list[int]]:
     return [indices[i:i + bs] for i in range(0, len(indices), bs)]
 
@@ -155,7 +143,7 @@ def _validate(model, data: PreparedDataset, idx: list[int], loss_spec, bs: int, 
     losses = []
     for b in _batches(idx, bs):
         x, y, _ = _to_device(data, b, device, mean, std)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
         losses.append(float(loss_spec.fn(logits, y)) * len(b))
         pred = to_labels(logits)
@@ -166,13 +154,6 @@ def _validate(model, data: PreparedDataset, idx: list[int], loss_spec, bs: int, 
         fn += int((fg_r & ~same).sum())
     denom = 2 * tp + fp + fn
     return {"val_loss": sum(losses) / max(len(idx), 1), "val_mdsc": 2 * tp / denom if denom else 1.0}
-
-
-@torch.no_grad()
-def predict_logits(model, x: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
-    model.eval()
-    with _autocast(device, amp):
-        return model(x).float()
 
 
 def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, device, amp: bool, mean, std,
@@ -248,7 +229,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     mean, std = model.card.mean, model.card.std
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sched = make_scheduler(p.schedule, opt, p.epochs)
-    amp = p.amp and device.type == "cuda" and "fp32" not in model.card.notes.lower()
+    amp = use_amp(p.amp, device, model.card)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     gen = torch.Generator().manual_seed(p.seed)
     aug = AUGMENTATIONS.get(p.augmentation)
@@ -291,7 +272,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
                                 f"a retry resumes from it)")
             x, y, _ = _to_device(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std)
             x, y = augment(x, y, aug, gen)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model(x)
             loss = loss_spec.fn(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -342,7 +323,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
                    "family": model.card.family, "dataset": card.name, "fold": d.fold, "seed": p.seed, "lr": p.lr,
                    "validation_only": True, "best_val": {p.monitor: best_val}, "best_epoch": best_epoch,
                    "epochs_run": len(log), "train_seconds": train_seconds, "wall_seconds": time.time() - t_start,
-                   "params": count_params(model), "device": _device_name(device), "metrics": {}, "per_class": {}}
+                   "params": count_params(model), "device": device_name(device), "metrics": {}, "per_class": {}}
         write_json(store.path("summary.json"), summary)
         store.state_file.unlink(missing_ok=True)
         return summary
@@ -367,7 +348,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
         "train_seconds": train_seconds, "test_seconds": time.time() - t_test, "wall_seconds": time.time() - t_start,
         "params": count_params(model), "efficiency": efficiency, "train_peak_memory_mb": train_peak_mb,
         "seconds_per_epoch": train_seconds / max(len(log), 1), "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
-        "eval_resolution": p.eval_resolution, "amp_used": amp, "device": _device_name(device),
+        "eval_resolution": p.eval_resolution, "amp_used": amp, "device": device_name(device),
         "versions": {"segarena": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     write_json(store.path("summary.json"), summary)
@@ -418,10 +399,4 @@ def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], p
         atomic_write(folder / name, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"), suffix=".png")
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-__all__ = ["RunResult", "run", "predict_logits", "pick_device"]
+__all__ = ["RunResult", "run"]

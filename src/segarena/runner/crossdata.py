@@ -119,7 +119,7 @@ def evaluate_on(store: RunStore, target: str | Partner, group: str, data_root: s
     from ..data.augment import normalize
     from ..data.prepare import prepare
     from ..protocol.checkpoint import build_from_checkpoint
-    from ..protocol.loop import pick_device, predict_logits
+    from ..protocol.precision import pick_device, predict_logits
     from ..protocol.losses import to_labels
 
     spec = store.spec

@@ -323,7 +323,7 @@ def plan_study(study: StudySpec, *, data_root: str | os.PathLike | None = None,
         if ds["status"] in ("missing", "broken"):
             pair_problems.append(_problem("data", ds["problem"], ds["fix"]))
         n = ds["cases"] if ds["cases"] is not None else RELEASE_CASES.get(d)
-        amp = spec0.protocol.amp and "fp32" not in card.notes.lower()
+        amp = spec0.protocol.amp and card.precision == "amp"
         for phase, spec in phases:
             pending_lr = phase == "cv" and study.lr_search is not None
             problems = list(pair_problems)

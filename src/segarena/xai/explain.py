@@ -79,7 +79,7 @@ def explain(run_dir: str | os.PathLike, cases: str = "worst:50", method: str = "
     from ..data.augment import normalize
     from ..data.prepare import prepare
     from ..protocol.checkpoint import build_from_checkpoint
-    from ..protocol.loop import pick_device
+    from ..protocol.precision import pick_device
     from ..store import RunStore
 
     method = check_method(method)

@@ -364,7 +364,7 @@ def _register(v: str) -> None:
               "NeurIPS 2022, arXiv:2209.08575",
         repo="https://github.com/Visual-Attention-Network/SegNeXt", license=_LICENSE,
         params_paper_m=49.0 if v == "l" else None, input_divisor=32,
-        pretrained={"imagenet": _mscan_weights(v)}, gradcam_layer="decode_head.align",
+        pretrained={"imagenet": _mscan_weights(v)}, gradcam_layer="decode_head.align", precision="fp32",
         notes=(f"MSCAN-{_NAMES[v]} dims {spec.dims}, depths {spec.depths}; LightHamHead {spec.head_channels} "
                f"channels, NMF rank {spec.rank} (6 train / 7 eval steps); logits at 1/8. SegNeXt paper: "
                f"{spec.params_m}M params (150 classes). The Hamburger always runs in fp32; Borst & Kounev trained "

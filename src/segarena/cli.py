@@ -256,7 +256,7 @@ def cmd_select(a: argparse.Namespace) -> int:
     lo, hi = t["mdsc_ci95"]
     print(f"\nrecommended: {res.winner} — test mDSC {t['mdsc'] * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f}, "
           f"{t['n_test']} test cases), {t['params'] / 1e6:.1f}M parameters, {t['train_seconds'] / 60:.1f} min "
-          f"training on {t['device']}; {res.epochs_spent} epochs spent in the race")
+          f"training on {t['device']}; {res.epochs_spent} epochs spent of a budget of {a.budget}")
     return 0
 
 

@@ -26,9 +26,20 @@ def cmd_datasets_list(a: argparse.Namespace) -> int:
     if a.json:
         _print_json(cards)
     else:
-        for c in cards:
-            print(f"{c['name']:<16}{c['modality']:<44}{len(c['labels'])} classes  {c['license'][:50]}")
+        print(_table([("name", "modality", "classes", "license")] +
+                     [(c["name"], c["modality"], str(len(c["labels"])), c["license"]) for c in cards],
+                     widths=(None, 48, None, 60)))
     return 0
+
+
+def _table(rows: list[tuple[str, ...]], widths: tuple[int | None, ...] = ()) -> str:
+    """Rows as aligned columns, two spaces apart; a cell longer than its column's width limit is cut with '…'."""
+    def cut(text: str, limit: int | None) -> str:
+        return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+    cells = [[cut(str(v), widths[j] if j < len(widths) else None) for j, v in enumerate(r)] for r in rows]
+    size = [max(len(r[j]) for r in cells) for j in range(len(cells[0]))] if cells else []
+    return "\n".join("  ".join(v.ljust(size[j]) for j, v in enumerate(r)).rstrip() for r in cells)
 
 
 def _options(sets: list[str]) -> dict[str, Any]:
@@ -95,9 +106,8 @@ def cmd_models_list(a: argparse.Namespace) -> int:
     if a.json:
         _print_json([c.to_dict() for c in cards])
     else:
-        for c in cards:
-            p = f"{c.params_paper_m:.0f}M (paper)" if c.params_paper_m else ""
-            print(f"{c.name:<28}{c.family:<9}{p:<13}{c.title}")
+        rows = [(c.name, c.family, f"{c.params_paper_m:.0f}M" if c.params_paper_m else "", c.title) for c in cards]
+        print(_table([("name", "family", "params (paper)", "title")] + rows))
     return 0
 
 
@@ -333,10 +343,16 @@ def cmd_explain(a: argparse.Namespace) -> int:
     from .xai import explain, summarize
 
     df = explain(a.run_dir, cases=a.cases, method=a.method, out=a.out, data_root=a.data_root, device=a.device)
-    for r in summarize(df).to_dict("records"):
+    rows = summarize(df).to_dict("records")
+    if rows:
+        print("energy share: fraction (0-1) of the map's mass inside the reference region, higher is better; "
+              "deletion AUC: mean class probability (0-1) while the most salient pixels are removed, lower is "
+              "better (below the random-order AUC = the map finds what the model uses); [95% bootstrap CI]")
+    for r in rows:
         print(f"{r['model']} {r['method']} {r['class_name']}: {r['cases']} cases, energy share "
-              f"{r['energy_share']:.3f} [{r['energy_share_ci_low']:.3f}, {r['energy_share_ci_high']:.3f}], "
-              f"deletion AUC {r['deletion_auc']:.3f} (random order {r['deletion_auc_random']:.3f})")
+              f"{r['energy_share']:.3f} [{r['energy_share_ci_low']:.3f}, {r['energy_share_ci_high']:.3f}] "
+              f"(fraction, higher is better), deletion AUC {r['deletion_auc']:.3f} (probability, lower is better; "
+              f"random order {r['deletion_auc_random']:.3f})")
     print(f"measures and galleries: {a.out or os.path.join(a.run_dir, 'xai')}")
     return 0
 

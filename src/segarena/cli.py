@@ -153,19 +153,38 @@ def _spec_file(path: str):
         raise ConfigError(f"{path}: {exc.message}", fix=exc.fix) from None
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _run_spec(a: argparse.Namespace):
+    """The resolved spec of `run` (and `config show`): file, preset, --model/--dataset/--fold, then --set."""
     from .config import apply_overrides
-    from .protocol import run
-    from .report import leaderboard_text, load_results
 
     spec = _base_spec(a)
     pre = [f"model.name={a.model}"] if a.model else []
     pre += [f"data.name={a.dataset}"] if a.dataset else []
     pre += [f"data.fold={a.fold}"] if a.fold is not None else []
-    spec = apply_overrides(spec, pre + (a.set or []))
+    return apply_overrides(spec, pre + (a.set or []))
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .protocol import run
+    from .report import leaderboard_text, load_results
+
+    spec = _run_spec(a)
     res = run(spec, a.results, data_root=a.data_root, device=a.device, progress=True)
     print(("already complete: " if res.skipped else "finished: ") + str(res.store.dir))
     print(leaderboard_text(load_results(a.results)["runs"]))
+    return 0
+
+
+def cmd_config_show(a: argparse.Namespace) -> int:
+    """Print the spec `segarena run` would execute with the same options, as YAML, with its run id; nothing runs.
+    The output is a valid ``--config`` file: passing it back gives the same spec and run id."""
+    from .config import dump_yaml
+    from .protocol.loop import validate_spec
+
+    spec = _run_spec(a)
+    validate_spec(spec)
+    print(f"# run id: {spec.run_id}\n# run name: {spec.run_name}\n# results: {a.results}/runs/{spec.run_name}")
+    print(dump_yaml(spec), end="")
     return 0
 
 
@@ -446,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
     _add_run_args(p)
     p.set_defaults(fn=cmd_run)
+
+    cs = sub.add_parser("config", help="show the resolved spec of a run before starting it").add_subparsers(
+        dest="sub", required=True)
+    p = cs.add_parser("show", help="print the resolved spec as YAML and its run id (same options as `run`)")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
+    _add_run_args(p)
+    p.set_defaults(fn=cmd_config_show)
 
     p = sub.add_parser("compare", help="models x datasets x folds, one after another, then the report")
     p.add_argument("--models", required=True, help="comma-separated model names")

@@ -381,11 +381,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .inference import predict
 
     res = predict(a.run_dir, a.input, a.output, batch_size=a.batch_size, device=a.device,
-                  probabilities=a.probabilities or False, overlays=a.overlays, progress=sys.stderr.isatty())
+                  probabilities=a.probabilities or False, overlays=a.overlays, raw_labels=a.raw_labels,
+                  progress=sys.stderr.isatty())
     for _, reason in res.skipped:
         print(f"segarena: skipped {reason}", file=sys.stderr)
-    print(f"wrote {len(res.label_maps)} label map(s) to {a.output}" + (f"; skipped {len(res.skipped)} unreadable "
-          f"input(s)" if res.skipped else ""))
+    print(f"wrote {len(res.label_maps)} mask(s) to {a.output}" +
+          (f" and {len(res.raw_maps)} label map(s) to {os.path.join(a.output, 'labels')}" if res.raw_maps else "") +
+          (f"; skipped {len(res.skipped)} unreadable input(s)" if res.skipped else ""))
     return 1 if res.skipped else 0
 
 
@@ -520,7 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label maps for new images with a trained run or an exported bundle")
     p.add_argument("run_dir", metavar="RUN_DIR", help="results/runs/<run_name> or a bundle folder")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
-    p.add_argument("--output", required=True, help="folder for <stem>.png label maps (uint8 class indices)")
+    p.add_argument("--output", required=True, help="folder for <stem>.png masks (binary: 0/255; more classes: "
+                   "palette PNG whose pixel values are the class indices)")
+    p.add_argument("--raw-labels", action="store_true",
+                   help="also write labels/<stem>.png with the class indices 0..K-1 (uint8)")
     p.add_argument("--probabilities", nargs="?", const="png", choices=["png", "npy"],
                    help="also write foreground probabilities: png (uint8 0-255, default) or npy (float16)")
     p.add_argument("--overlays", action="store_true", help="also write overlays/<stem>.png")

@@ -40,11 +40,22 @@ for _p in (
     AUGMENTATIONS.register(_p.name, _p)
 
 
+def channel_stats(mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> tuple[tuple[float, ...],
+                                                                                        tuple[float, ...]]:
+    """The mean/std actually applied to ``channels`` input channels: the card's values for RGB; for one channel
+    the average of the card's values (an RGB card's three means would otherwise be ambiguous)."""
+    if channels == 1 and len(mean) > 1:
+        return (float(sum(mean) / len(mean)),), (float(sum(std) / len(std)),)
+    return tuple(float(v) for v in mean[:channels]), tuple(float(v) for v in std[:channels])
+
+
 def normalize(images_u8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float [N, C, H, W], scaled to [0, 1] then normalized per channel."""
+    """uint8 [N, H, W, C] -> float [N, C, H, W], scaled to [0, 1] then normalized per channel
+    (:func:`channel_stats` gives the values used)."""
     c = images_u8.shape[-1]
-    m = torch.tensor(mean[:c] if c > 1 else (sum(mean) / len(mean),), dtype=torch.float32)
-    s = torch.tensor(std[:c] if c > 1 else (sum(std) / len(std),), dtype=torch.float32)
+    cm, cs = channel_stats(tuple(mean), tuple(std), c)
+    m = torch.tensor(cm, dtype=torch.float32)
+    s = torch.tensor(cs, dtype=torch.float32)
     # (x / 255 - m) / s as one fused multiply-add over a contiguous NCHW float copy: two passes over the batch
     # instead of five (this runs on every training step)
     scale = (1.0 / (255.0 * s)).to(images_u8.device).view(1, -1, 1, 1)

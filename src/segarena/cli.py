@@ -100,14 +100,19 @@ def cmd_datasets_check(a: argparse.Namespace) -> int:
 
 # ---- models -----------------------------------------------------------------------------------------------
 def cmd_models_list(a: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import MODELS, PLUGIN_ERRORS
 
-    cards = [MODELS.get(n).card for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
+    entries = [MODELS.get(n) for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
+    for msg in PLUGIN_ERRORS:
+        print(f"segarena: warning: {msg}", file=sys.stderr)
     if a.json:
-        _print_json([c.to_dict() for c in cards])
+        _print_json([e.card.to_dict() | {"origin": e.origin} for e in entries])
     else:
-        rows = [(c.name, c.family, f"{c.params_paper_m:.0f}M" if c.params_paper_m else "", c.title) for c in cards]
-        print(_table([("name", "family", "params (paper)", "title")] + rows))
+        rows = [(e.card.name, e.card.family, f"{e.card.params_paper_m:.0f}M" if e.card.params_paper_m else "",
+                 e.origin, e.card.title) for e in entries]
+        print(_table([("name", "family", "params (paper)", "from", "title")] + rows))
+        print("\nalso by name: " + "; ".join(f"{p} (e.g. {', '.join(ex)})" for p, ex in MODELS.patterns()) +
+              " — see docs/models/your-own-model.md")
     return 0
 
 

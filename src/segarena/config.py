@@ -107,10 +107,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def identity_dict(spec: RunSpec) -> dict[str, Any]:
-    """The part of a spec that defines a run's identity (everything but local paths)."""
+    """The part of a spec that defines a run's identity (everything but local paths), plus the full parameter
+    list of its augmentation preset: a preset whose operations change gives new run ids (``none`` adds nothing)."""
+    from ._augment_presets import preset_identity
+
     d = to_dict(spec)
     d["data"].pop("root", None)
     d["schema"] = SCHEMA_VERSION
+    pipeline = preset_identity(spec.protocol.augmentation)
+    if pipeline is not None:
+        d["protocol"]["augmentation_pipeline"] = pipeline
     return d
 
 

@@ -24,7 +24,7 @@ from .. import __version__
 from .._errors import RunFailed, SegarenaError
 from .._io import atomic_write, write_json
 from ..config import RunSpec
-from ..data.augment import AUGMENTATIONS, augment, normalize
+from ..data.augment import AUGMENTATIONS, augment, normalize, normalize_unit, to_unit
 from ..data.prepare import PreparedDataset, prepare
 from ..data.splits import load_or_create, rotation
 from ..metrics.distance import case_surface_metrics
@@ -138,6 +138,17 @@ def _to_device(data: PreparedDataset, idx: list[int], device: torch.device, mean
     return normalize(x, mean, std), y, idx
 
 
+def _train_batch(data: PreparedDataset, idx: list[int], device: torch.device, mean, std, aug, gen):
+    """uint8 batch -> [0, 1] on the device -> the preset's augmentation (kornia) -> normalized, with its masks."""
+    idx = sorted(idx)
+    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
+    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
+    if not aug.ops:
+        return normalize(x, mean, std), y
+    x, y = augment(to_unit(x), y, aug, gen)
+    return normalize_unit(x, mean, std), y
+
+
 @torch.no_grad()
 def _validate(model, data: PreparedDataset, idx: list[int], loss_spec, bs: int, device, amp: bool, mean, std,
               num_classes: int) -> dict[str, float]:
@@ -239,6 +250,8 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     gen = torch.Generator().manual_seed(p.seed)
     aug = AUGMENTATIONS.get(p.augmentation)
+    write_json(store.path("augmentation.json"), {**aug.to_dict(), "description": aug.description,
+                                                 "source": aug.source, "notes": list(aug.notes), "seed": p.seed})
     start_epoch, best, best_epoch, bad, log = 0, -math.inf, -1, 0, []
     sign = 1.0 if p.monitor == "val_mdsc" else -1.0
     ckpt_info = {"model": spec.model.name, "kwargs": spec.model.kwargs, "num_outputs": n_out,
@@ -276,8 +289,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
             if deadline and time.time() > deadline:
                 raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
                                 f"a retry resumes from it)")
-            x, y, _ = _to_device(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std)
-            x, y = augment(x, y, aug, gen)
+            x, y = _train_batch(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std, aug, gen)
             with _autocast(device, amp):
                 logits = model(x)
             loss = loss_spec.fn(logits, y)

@@ -76,17 +76,27 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
     if not store.acquire():
         raise SegarenaError(f"run {spec.run_name} is being executed by another process",
                             fix="wait for it to finish; finished runs are reused automatically")
+    tracker = None
     try:
         store.init()
         store.set_status("running", pid=os.getpid())
         deadline = time.time() + time_limit_s if time_limit_s else None
-        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch, until_epoch)
+        tracker = _open_tracker(spec, store)
+        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch, until_epoch,
+                           tracker)
         if summary.get("paused"):
             store.set_status("paused", epoch=summary["epochs_run"] - 1)
+            if tracker is not None:
+                tracker.close("FINISHED")
             return RunResult(store, summary)
         store.set_status("complete")
+        if tracker is not None:
+            tracker.final(summary)
+            tracker.close("FINISHED")
         return RunResult(store, summary)
     except BaseException as exc:
+        if tracker is not None:
+            tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         reason = str(exc) if isinstance(exc, (SegarenaError, RunFailed)) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, KeyboardInterrupt):
             reason = "interrupted"
@@ -95,6 +105,16 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
         raise
     finally:
         store.release()
+
+
+def _open_tracker(spec: RunSpec, store: RunStore):
+    """TensorBoard/MLflow loggers of ``spec.tracking`` (None without any); a resumed run continues its logs."""
+    if not spec.tracking.loggers:
+        return None
+    from .trackers import open_run_tracker
+
+    start = len(store.log()) if store.state_file.is_file() else 0
+    return open_run_tracker(spec, store.dir, start_epoch=start)
 
 
 def validate_spec(spec: RunSpec) -> None:
@@ -118,6 +138,10 @@ def validate_spec(spec: RunSpec) -> None:
                             fix=f"use 0..{spec.data.num_folds - 1}")
     if p.lr <= 0:
         raise SegarenaError(f"protocol.lr={p.lr} must be positive", fix="e.g. --set protocol.lr=1e-4")
+    if spec.tracking.loggers:
+        from .trackers import check_tracking
+
+        check_tracking(spec.tracking)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -218,7 +242,8 @@ def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, 
 
 
 def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool,
-             deadline: float | None = None, on_epoch=None, until_epoch: int | None = None) -> dict[str, Any]:
+             deadline: float | None = None, on_epoch=None, until_epoch: int | None = None,
+             tracker=None) -> dict[str, Any]:
     import pandas as pd
     from tqdm import tqdm
 
@@ -324,6 +349,8 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
         write_json(store.path("log.json"), log)
         if on_epoch is not None:
             on_epoch(log[-1])
+        if tracker is not None:
+            tracker.epoch(log[-1], bs)
         save_state(store.state_file, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "generator": gen.get_state(), "best": best,
                                       "best_epoch": best_epoch, "bad": bad,

@@ -188,7 +188,12 @@ def cmd_config_show(a: argparse.Namespace) -> int:
 
     spec = _run_spec(a)
     validate_spec(spec)
+    from .data.augment import AUGMENTATIONS
+
+    aug = AUGMENTATIONS.get(spec.protocol.augmentation)
     print(f"# run id: {spec.run_id}\n# run name: {spec.run_name}\n# results: {a.results}/runs/{spec.run_name}")
+    print(f"# augmentation {aug.name} (kornia, on the device; its parameters are part of the run id): "
+          f"{aug.description}")
     print(dump_yaml(spec), end="")
     return 0
 
@@ -288,7 +293,7 @@ def cmd_select(a: argparse.Namespace) -> int:
                  device=a.device, progress=True)
     t = res.test
     lo, hi = t["mdsc_ci95"]
-    print(f"\nrecommended: {res.winner} — test mDSC {t['mdsc'] * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f}, "
+    print(f"\nrecommended: {res.winner} — test mDSC {t['mdsc'] * 100:.1f}% (higher is better; 95% CI {lo * 100:.1f}–{hi * 100:.1f}, "
           f"{t['n_test']} test cases), {t['params'] / 1e6:.1f}M parameters, {t['train_seconds'] / 60:.1f} min "
           f"training on {t['device']}; {res.epochs_spent} epochs spent of a budget of {a.budget}")
     return 0
@@ -308,14 +313,15 @@ def cmd_crossval(a: argparse.Namespace) -> int:
                      "ranking": ood_ranking(gaps).to_dict("records")})
         return 0
     for model, g in mat.groupby("model"):
-        print(f"\n{model}: mDSC % (rows: trained on, columns: tested on)")
+        print(f"\n{model}: mDSC % (higher is better; rows: trained on, columns: tested on)")
         print(g.pivot(index="train", columns="test", values="mdsc").mul(100).round(1).to_string())
     if not gaps.empty:
-        print("\ngeneralization gap (in-domain - out-of-domain, mDSC points, 95% bootstrap CI):")
+        print("\ngeneralization gap (in-domain - out-of-domain, mDSC percentage points, 95% bootstrap CI; "
+              "smaller is better):")
         for r in gaps.itertuples():
             print(f"  {r.model:<24} {r.train} -> {r.test}: {r.gap * 100:+.1f} "
                   f"[{r.gap_ci_low * 100:+.1f}, {r.gap_ci_high * 100:+.1f}]")
-        print("\nranking by out-of-domain mDSC (in-domain rank beside):")
+        print("\nranking by out-of-domain mDSC, higher first (in-domain rank beside):")
         print(ood_ranking(gaps).to_string(index=False))
     return 0
 
@@ -347,9 +353,17 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         _print_json({"summary": summary, "cases": df.to_dict("records")})
     else:
         print(f"{summary['cases']} cases, classes {', '.join(summary['labels'][1:])}")
+        dist_unit = "mm" if spacing else "px"
         for k, v in summary["metrics"].items():
-            print(f"  {k:<16}{v:.4f}")
+            print(f"  {k:<16}{v:.4f}  {_measure_note(k, dist_unit)}")
     return 0
+
+
+def _measure_note(name: str, dist_unit: str = "px") -> str:
+    """Unit and better direction of a metric, for printed output."""
+    if name.startswith(("hd", "assd")):
+        return f"({dist_unit}, lower is better)"
+    return "(fraction 0-1, higher is better)"
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

@@ -54,3 +54,19 @@ def test_check_report_has_no_docstring_markup():
     text = format_report(report)
     assert "``" not in text and ":class:" not in text
     assert "pregnancy (NNN_2HC is a repeat of x.NNN)" in text
+
+
+def test_evaluate_prints_units_and_direction(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("pred", "ref"):
+        (tmp_path / sub).mkdir()
+    m = np.zeros((20, 20), np.uint8)
+    m[5:15, 5:15] = 1
+    Image.fromarray(m).save(tmp_path / "ref" / "a.png")
+    Image.fromarray(np.roll(m, 2, axis=1)).save(tmp_path / "pred" / "a.png")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "higher is better" in lines["mdsc"] and "lower is better" in lines["hd95_mean"]
+    assert "(px," in lines["hd95_mean"]

@@ -101,7 +101,7 @@ def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budg
         keep = ranked[: max(1, math.ceil(len(alive) / eta))] if not last else ranked[:1]
         out.rungs.append({"epoch": milestone, "val_mdsc": scores, "promoted": keep})
         if progress:
-            print(f"rung {r + 1}/{len(milestones)} (epoch {milestone}): " +
+            print(f"rung {r + 1}/{len(milestones)} (epoch {milestone}, best validation mDSC %, higher is better): " +
                   ", ".join(f"{m} {scores[m] * 100:.1f}" for m in ranked) + f" -> {', '.join(keep)}", flush=True)
         alive = keep
     out.winner = alive[0]

@@ -156,3 +156,49 @@ def test_gpu_batch_matches_cpu_shapes():
     img, mask = _pattern()
     xa, ma = augment(img.cuda(), mask.cuda(), AUGMENTATIONS.get("paper"), torch.Generator().manual_seed(0))
     assert xa.device.type == "cuda" and ma.device.type == "cuda" and np.isfinite(xa.cpu().numpy()).all()
+
+
+@pytest.mark.slow
+def test_every_model_of_a_study_sees_the_same_augmented_batches(tmp_path, monkeypatch):
+    """Two different models, same protocol seed: the augmented masks of every training step are identical, and
+    each run records the same pipeline in augmentation.json."""
+    import json
+
+    from PIL import Image
+
+    import segarena.protocol.loop as loop
+    from segarena import DataConfig, ModelConfig
+    from segarena.protocol import run
+
+    monkeypatch.setenv("SEGARENA_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+    for i in range(12):  # 3 folds: 4 training cases = 2 batches of 2 per epoch
+        m = np.zeros((32, 32), np.uint8)
+        y, x = rng.integers(2, 18, 2)
+        m[y:y + 10, x:x + 12] = 255
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "d" / "images" / f"{i}.png")
+        Image.fromarray(m).save(tmp_path / "d" / "masks" / f"{i}.png")
+    seen: list[bytes] = []
+    real = loop.augment
+
+    def spy(x, y, preset, gen):
+        xa, ya = real(x, y, preset, gen)
+        seen.append(ya.numpy().tobytes())
+        return xa, ya
+
+    monkeypatch.setattr(loop, "augment", spy)
+    streams, records = [], []
+    for model in ("tiny-fcn", "tiny-unet"):
+        seen.clear()
+        spec = RunSpec(data=DataConfig(name="folder", num_folds=3, options={"path": str(tmp_path / "d")}),
+                       model=ModelConfig(name=model),
+                       protocol=ProtocolConfig(input_size=32, epochs=2, batch_size=2, max_steps_per_epoch=2,
+                                               augmentation="paper", amp=False, patience=None, seed=7))
+        store = run(spec, tmp_path / "r", device="cpu").store
+        streams.append(list(seen))
+        records.append(json.loads((store.dir / "augmentation.json").read_text()))
+    assert len(streams[0]) == 4 and streams[0] == streams[1]
+    assert records[0] == records[1] and records[0]["name"] == "paper" and records[0]["seed"] == 7
+    assert records[0]["ops"] == preset_identity("paper")["ops"]

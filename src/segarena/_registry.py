@@ -20,6 +20,21 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        #: prefix -> (resolver, pattern, examples): names built on demand, e.g. ``smp:<Arch>:<encoder>``
+        self._resolvers: dict[str, tuple[Callable[[str], T], str, tuple[str, ...]]] = {}
+
+    def add_resolver(self, prefix: str, resolver: Callable[[str], T], pattern: str,
+                     examples: tuple[str, ...] = ()) -> None:
+        """Names starting with ``prefix`` are built by ``resolver(name)`` on first lookup (then cached like a
+        registered entry); ``resolver`` raises a user error for a name it cannot build. ``pattern`` documents the
+        name form in error messages and listings; ``examples`` are names that must resolve (contract tests)."""
+        if prefix in self._resolvers:
+            raise KeyError(f"{self.kind} name prefix {prefix!r} is registered twice")
+        self._resolvers[prefix] = (resolver, pattern, tuple(examples))
+
+    def patterns(self) -> list[tuple[str, tuple[str, ...]]]:
+        """``(pattern, examples)`` of every name resolver."""
+        return [(pattern, examples) for _, pattern, examples in self._resolvers.values()]
 
     def register(self, name: str, entry: T | None = None) -> Callable[[T], T] | T:
         """Register ``entry`` under ``name``; usable as ``@registry.register("name")``."""
@@ -36,18 +51,33 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise SegarenaError(self.unknown_message(name)) from None
+            pass
+        for prefix, (resolver, _, _) in self._resolvers.items():
+            if isinstance(name, str) and name.startswith(prefix):
+                entry = resolver(name)
+                self._entries.setdefault(name, entry)
+                return self._entries[name]
+        raise SegarenaError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries)[:20])}"
-        return f"unknown {self.kind} {name!r}: {hint} (list them with `segarena {self.kind}s list`)"
+        forms = "; or by name: " + ", ".join(p for p, _ in self.patterns()) if self._resolvers else ""
+        return f"unknown {self.kind} {name!r}: {hint}{forms} (list them with `segarena {self.kind}s list`)"
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        if name in self._entries:
+            return True
+        if isinstance(name, str) and any(name.startswith(p) for p in self._resolvers):
+            try:
+                self.get(name)
+            except SegarenaError:
+                return False
+            return True
+        return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -26,9 +26,20 @@ def cmd_datasets_list(a: argparse.Namespace) -> int:
     if a.json:
         _print_json(cards)
     else:
-        for c in cards:
-            print(f"{c['name']:<16}{c['modality']:<44}{len(c['labels'])} classes  {c['license'][:50]}")
+        print(_table([("name", "modality", "classes", "license")] +
+                     [(c["name"], c["modality"], str(len(c["labels"])), c["license"]) for c in cards],
+                     widths=(None, 48, None, 60)))
     return 0
+
+
+def _table(rows: list[tuple[str, ...]], widths: tuple[int | None, ...] = ()) -> str:
+    """Rows as aligned columns, two spaces apart; a cell longer than its column's width limit is cut with '…'."""
+    def cut(text: str, limit: int | None) -> str:
+        return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+    cells = [[cut(str(v), widths[j] if j < len(widths) else None) for j, v in enumerate(r)] for r in rows]
+    size = [max(len(r[j]) for r in cells) for j in range(len(cells[0]))] if cells else []
+    return "\n".join("  ".join(v.ljust(size[j]) for j, v in enumerate(r)).rstrip() for r in cells)
 
 
 def _options(sets: list[str]) -> dict[str, Any]:
@@ -120,15 +131,19 @@ def cmd_datasets_check(a: argparse.Namespace) -> int:
 
 # ---- models -----------------------------------------------------------------------------------------------
 def cmd_models_list(a: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import MODELS, PLUGIN_ERRORS
 
-    cards = [MODELS.get(n).card for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
+    entries = [MODELS.get(n) for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
+    for msg in PLUGIN_ERRORS:
+        print(f"segarena: warning: {msg}", file=sys.stderr)
     if a.json:
-        _print_json([c.to_dict() for c in cards])
+        _print_json([e.card.to_dict() | {"origin": e.origin} for e in entries])
     else:
-        for c in cards:
-            p = f"{c.params_paper_m:.0f}M (paper)" if c.params_paper_m else ""
-            print(f"{c.name:<28}{c.family:<9}{p:<13}{c.title}")
+        rows = [(e.card.name, e.card.family, f"{e.card.params_paper_m:.0f}M" if e.card.params_paper_m else "",
+                 e.origin, e.card.title) for e in entries]
+        print(_table([("name", "family", "params (paper)", "from", "title")] + rows))
+        print("\nalso by name: " + "; ".join(f"{p} (e.g. {', '.join(ex)})" for p, ex in MODELS.patterns()) +
+              " — see docs/models/your-own-model.md")
     return 0
 
 
@@ -177,10 +192,9 @@ def _spec_file(path: str):
         raise ConfigError(f"{path}: {exc.message}", fix=exc.fix) from None
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _run_spec(a: argparse.Namespace):
+    """The resolved spec of `run` (and `config show`): file, preset, --model/--dataset/--fold, then --set."""
     from .config import apply_overrides
-    from .protocol import run
-    from .report import leaderboard_text, load_results
 
     spec = _base_spec(a)
     pre = [f"model.name={a.model}"] if a.model else []
@@ -189,14 +203,39 @@ def cmd_run(a: argparse.Namespace) -> int:
     spec = apply_overrides(spec, pre + (a.set or []))
     from .runner.grid import resolve_pretrained
 
-    spec = dataclasses.replace(spec, model=dataclasses.replace(
+    return dataclasses.replace(spec, model=dataclasses.replace(
         spec.model, pretrained=resolve_pretrained(spec.model.name, spec.model.pretrained)))
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .protocol import run
+    from .report import leaderboard_text, load_results
+
+    spec = _run_spec(a)
     res = run(spec, a.results, data_root=a.data_root, device=a.device, progress=True)
     print(("already complete: " if res.skipped else "finished: ") + str(res.store.dir))
     if res.skipped and not res.store.weights.is_file():  # a finished run is never redone: say what that means
         print(f"segarena: warning: {res.store.dir} is complete but its checkpoint was deleted; its scores are kept "
               "— to train it again, delete that folder and rerun this command", file=sys.stderr)
     print(leaderboard_text(load_results(a.results)["runs"]))
+    return 0
+
+
+def cmd_config_show(a: argparse.Namespace) -> int:
+    """Print the spec `segarena run` would execute with the same options, as YAML, with its run id; nothing runs.
+    The output is a valid ``--config`` file: passing it back gives the same spec and run id."""
+    from .config import dump_yaml
+    from .protocol.loop import validate_spec
+
+    spec = _run_spec(a)
+    validate_spec(spec)
+    from .data.augment import AUGMENTATIONS
+
+    aug = AUGMENTATIONS.get(spec.protocol.augmentation)
+    print(f"# run id: {spec.run_id}\n# run name: {spec.run_name}\n# results: {a.results}/runs/{spec.run_name}")
+    print(f"# augmentation {aug.name} (kornia, on the device; its parameters are part of the run id): "
+          f"{aug.description}")
+    print(dump_yaml(spec), end="")
     return 0
 
 
@@ -358,9 +397,9 @@ def cmd_select(a: argparse.Namespace) -> int:
                  device=a.device, progress=True)
     t = res.test
     lo, hi = t["mdsc_ci95"]
-    print(f"\nrecommended: {res.winner} — test mDSC {t['mdsc'] * 100:.1f}% (95% CI {lo * 100:.1f}–{hi * 100:.1f}, "
+    print(f"\nrecommended: {res.winner} — test mDSC {t['mdsc'] * 100:.1f}% (higher is better; 95% CI {lo * 100:.1f}–{hi * 100:.1f}, "
           f"{t['n_test']} test cases), {t['params'] / 1e6:.1f}M parameters, {t['train_seconds'] / 60:.1f} min "
-          f"training on {t['device']}; {res.epochs_spent} epochs spent in the race")
+          f"training on {t['device']}; {res.epochs_spent} epochs spent of a budget of {a.budget}")
     return 0
 
 
@@ -383,14 +422,15 @@ def cmd_crossval(a: argparse.Namespace) -> int:
                      "ranking": ood_ranking(gaps).to_dict("records")})
         return 0
     for model, g in mat.groupby("model"):
-        print(f"\n{model}: mDSC % (rows: trained on, columns: tested on)")
+        print(f"\n{model}: mDSC % (higher is better; rows: trained on, columns: tested on)")
         print(g.pivot(index="train", columns="test", values="mdsc").mul(100).round(1).to_string())
     if not gaps.empty:
-        print("\ngeneralization gap (in-domain - out-of-domain, mDSC points, 95% bootstrap CI):")
+        print("\ngeneralization gap (in-domain - out-of-domain, mDSC percentage points, 95% bootstrap CI; "
+              "smaller is better):")
         for r in gaps.itertuples():
             print(f"  {r.model:<24} {r.train} -> {r.test}: {r.gap * 100:+.1f} "
                   f"[{r.gap_ci_low * 100:+.1f}, {r.gap_ci_high * 100:+.1f}]")
-        print("\nranking by out-of-domain mDSC (in-domain rank beside):")
+        print("\nranking by out-of-domain mDSC, higher first (in-domain rank beside):")
         print(ood_ranking(gaps).to_string(index=False))
     return 0
 
@@ -426,8 +466,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         _print_json({"summary": summary, "cases": df.to_dict("records")})
     else:
         print(f"{summary['cases']} cases, classes {', '.join(summary['labels'][1:])}")
+        dist_unit = "mm" if spacing else "px"
         for k, v in summary["metrics"].items():
-            print(f"  {k:<16}{v:.4f}")
+            print(f"  {k:<16}{v:.4f}  {_measure_note(k, dist_unit)}")
     return 0
 
 
@@ -454,6 +495,13 @@ def cmd_add_method(a: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_note(name: str, dist_unit: str = "px") -> str:
+    """Unit and better direction of a metric, for printed output."""
+    if name.startswith(("hd", "assd")):
+        return f"({dist_unit}, lower is better)"
+    return "(fraction 0-1, higher is better)"
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
     ns = argparse.Namespace(command="demo", argv=a.argv, models="unet,segformer-b0", datasets="kvasir-seg",
@@ -469,10 +517,16 @@ def cmd_explain(a: argparse.Namespace) -> int:
     from .xai import explain, summarize
 
     df = explain(a.run_dir, cases=a.cases, method=a.method, out=a.out, data_root=a.data_root, device=a.device)
-    for r in summarize(df).to_dict("records"):
+    rows = summarize(df).to_dict("records")
+    if rows:
+        print("energy share: fraction (0-1) of the map's mass inside the reference region, higher is better; "
+              "deletion AUC: mean class probability (0-1) while the most salient pixels are removed, lower is "
+              "better (below the random-order AUC = the map finds what the model uses); [95% bootstrap CI]")
+    for r in rows:
         print(f"{r['model']} {r['method']} {r['class_name']}: {r['cases']} cases, energy share "
-              f"{r['energy_share']:.3f} [{r['energy_share_ci_low']:.3f}, {r['energy_share_ci_high']:.3f}], "
-              f"deletion AUC {r['deletion_auc']:.3f} (random order {r['deletion_auc_random']:.3f})")
+              f"{r['energy_share']:.3f} [{r['energy_share_ci_low']:.3f}, {r['energy_share_ci_high']:.3f}] "
+              f"(fraction, higher is better), deletion AUC {r['deletion_auc']:.3f} (probability, lower is better; "
+              f"random order {r['deletion_auc_random']:.3f})")
     print(f"measures and galleries: {a.out or os.path.join(a.run_dir, 'xai')}")
     return 0
 
@@ -482,11 +536,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .inference import predict
 
     res = predict(a.run_dir, a.input, a.output, batch_size=a.batch_size, device=a.device,
-                  probabilities=a.probabilities or False, overlays=a.overlays, progress=sys.stderr.isatty())
+                  probabilities=a.probabilities or False, overlays=a.overlays, raw_labels=a.raw_labels,
+                  progress=sys.stderr.isatty())
     for _, reason in res.skipped:
         print(f"segarena: skipped {reason}", file=sys.stderr)
-    print(f"wrote {len(res.label_maps)} label map(s) to {a.output}" + (f"; skipped {len(res.skipped)} unreadable "
-          f"input(s)" if res.skipped else ""))
+    print(f"wrote {len(res.label_maps)} mask(s) to {a.output}" +
+          (f" and {len(res.raw_maps)} label map(s) to {os.path.join(a.output, 'labels')}" if res.raw_maps else "") +
+          (f"; skipped {len(res.skipped)} unreadable input(s)" if res.skipped else ""))
     return 1 if res.skipped else 0
 
 
@@ -594,6 +650,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.set_defaults(fn=cmd_run)
 
+    cs = sub.add_parser("config", help="show the resolved spec of a run before starting it").add_subparsers(
+        dest="sub", required=True)
+    p = cs.add_parser("show", help="print the resolved spec as YAML and its run id (same options as `run`)")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
+    _add_run_args(p)
+    p.set_defaults(fn=cmd_config_show)
+
     p = sub.add_parser("compare", help="models x datasets x folds, one after another, then the report")
     p.add_argument("--models", required=True, help="comma-separated model names")
     p.add_argument("--datasets", required=True, help="comma-separated dataset names")
@@ -650,7 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label maps for new images with a trained run or an exported bundle")
     p.add_argument("run_dir", metavar="RUN_DIR", help="results/runs/<run_name> or a bundle folder")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
-    p.add_argument("--output", required=True, help="folder for <stem>.png label maps (uint8 class indices)")
+    p.add_argument("--output", required=True, help="folder for <stem>.png masks (binary: 0/255; more classes: "
+                   "palette PNG whose pixel values are the class indices)")
+    p.add_argument("--raw-labels", action="store_true",
+                   help="also write labels/<stem>.png with the class indices 0..K-1 (uint8)")
     p.add_argument("--probabilities", nargs="?", const="png", choices=["png", "npy"],
                    help="also write foreground probabilities: png (uint8 0-255, default) or npy (float16)")
     p.add_argument("--overlays", action="store_true", help="also write overlays/<stem>.png")

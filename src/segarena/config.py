@@ -83,10 +83,27 @@ class ProtocolConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Where a run's per-epoch numbers also go (besides ``log.json``). Not part of the run id: watching a run
+    does not change its results."""
+
+    #: any of ``tensorboard`` (``pip install segarena[tensorboard]``) and ``mlflow`` (``segarena[mlflow]``)
+    loggers: tuple[str, ...] = ()
+    #: TensorBoard log root (default ``<results>/tensorboard``); each run writes ``<dir>/<study or runs>/<run>``
+    dir: str | None = None
+    #: MLflow tracking URI (default: the file store ``<results>/mlruns``); ``http://...`` for a server
+    mlflow_uri: str | None = None
+    experiment: str = "segarena"
+    #: set by ``study run``: the study's name and its MLflow parent run (``<study>`` or ``<study>@<run id>``)
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
 class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def run_id(self) -> str:
@@ -109,10 +126,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def identity_dict(spec: RunSpec) -> dict[str, Any]:
-    """The part of a spec that defines a run's identity (everything but local paths)."""
+    """The part of a spec that defines a run's identity (everything but local paths), plus the full parameter
+    list of its augmentation preset: a preset whose operations change gives new run ids (``none`` adds nothing)."""
+    from ._augment_presets import preset_identity
+
     d = to_dict(spec)
     d["data"].pop("root", None)
+    d.pop("tracking", None)  # loggers watch a run; they do not change its results
     d["schema"] = SCHEMA_VERSION
+    pipeline = preset_identity(spec.protocol.augmentation)
+    if pipeline is not None:
+        d["protocol"]["augmentation_pipeline"] = pipeline
     return d
 
 

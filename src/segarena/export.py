@@ -7,7 +7,9 @@ with. ``segarena.load_trained(bundle)`` rebuilds it; ``segarena predict BUNDLE``
 
 ONNX needs the optional extra ``segarena[onnx]`` (``onnx`` + ``onnxruntime``). The graph takes the normalized
 image batch ``[N, C, S, S]`` at the bundle's ``input_size`` (batch size free) and returns logits ``[N, K, S, S]``;
-resizing, normalization and the upsampling to native size stay outside, as ``bundle.json`` describes. Every export
+resizing, normalization and the upsampling to native size stay outside, as ``bundle.json`` describes step by step
+(``preprocessing.steps``, with exactly one mean/std value per input channel; the same values are in the ONNX
+file's metadata). Every export
 is checked against PyTorch with onnxruntime before it is kept.
 """
 from __future__ import annotations
@@ -82,9 +84,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, *, onnx: bool = Fals
                   "in_channels": info["in_channels"], "params": sum(p.numel() for p in tm.model.parameters()),
                   "card": tm.model.card.to_dict()},
         "labels": list(info["labels"]),
-        "preprocessing": {"input_size": info["input_size"], "mean": list(info["mean"]), "std": list(info["std"]),
-                          "channels": info["in_channels"], "resize": RESIZE_RULE,
-                          "scale": "uint8 / 255 (16-bit images: by their own maximum first), then (x - mean) / std"},
+        "preprocessing": preprocessing_spec(info),
         "postprocessing": {
             "upsample": "logits bilinear (align_corners=False) to the image's native size",
             "labels": "one logit: label 1 where logit > 0 (sigmoid > 0.5); K logits: argmax",
@@ -105,13 +105,33 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, *, onnx: bool = Fals
     if onnx:
         report = export_onnx(tm, out / "model.onnx", opset=opset)
         bundle["onnx"] = {"file": "model.onnx", "opset": opset, "sha256": _sha256(out / "model.onnx"),
-                          "input": "normalized image batch [N, C, S, S] at input_size",
+                          "input": f"float32 [N, {info['in_channels']}, {info['input_size']}, {info['input_size']}]"
+                                   ": the image after every step of preprocessing.steps",
                           "output": "logits [N, K, S, S] (upsample and label as in postprocessing)",
                           "max_abs_diff_vs_pytorch": report["max_abs_diff"]}
     elif (out / "model.onnx").is_file():
         (out / "model.onnx").unlink()  # a stale graph of an older bundle would not match these weights
     write_json(out / BUNDLE_FILE, bundle)
     return out / BUNDLE_FILE
+
+
+def preprocessing_spec(info: dict[str, Any]) -> dict[str, Any]:
+    """Exactly what the network (and the ONNX graph) expects, step by step, with one mean/std value per input
+    channel: the values ``predict`` applies (:func:`segarena.data.augment.channel_stats`), not the card's."""
+    from .data.augment import channel_stats
+
+    c, s = int(info["in_channels"]), int(info["input_size"])
+    mean, std = channel_stats(tuple(info["mean"]), tuple(info["std"]), c)
+    colour = "RGB" if c == 3 else "grayscale (PIL convert('L'): ITU-R 601 luma of RGB)"
+    return {
+        "input_size": s, "channels": c, "mean": list(mean), "std": list(std), "resize": RESIZE_RULE,
+        "scale": "uint8 / 255 (16-bit images: by their own maximum first), then (x - mean[c]) / std[c]",
+        "steps": [f"decode to uint8 {colour}, [H, W, {c}]",
+                  f"resize to {s} x {s}: {RESIZE_RULE}",
+                  "convert to float32 and divide by 255",
+                  f"subtract mean {list(mean)} and divide by std {list(std)}, per channel",
+                  f"transpose to [1, {c}, {s}, {s}] (NCHW); stack images for a batch"],
+    }
 
 
 def _require_onnx():
@@ -155,8 +175,10 @@ def export_onnx(source: str | Path | TrainedModel, path: str | Path, opset: int 
                                 fix="try another --opset, or use the safetensors bundle with PyTorch") from exc
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model)
+        pre = preprocessing_spec(tm.info)
         meta = {"segarena_model": tm.info["model"], "labels": ",".join(tm.labels), "input_size": str(s),
-                "mean": ",".join(f"{v:g}" for v in tm.info["mean"]), "std": ",".join(f"{v:g}" for v in tm.info["std"]),
+                "channels": str(c), "mean": ",".join(repr(v) for v in pre["mean"]),
+                "std": ",".join(repr(v) for v in pre["std"]), "preprocessing": " -> ".join(pre["steps"]),
                 "resize": RESIZE_RULE, "segarena_version": __version__}
         onnx.helper.set_model_props(model, meta)
         onnx.save(model, str(tmp))
@@ -172,4 +194,4 @@ def export_onnx(source: str | Path | TrainedModel, path: str | Path, opset: int 
     return {"path": path, "opset": opset, "input_shape": [batch, c, s, s], "max_abs_diff": diff}
 
 
-__all__ = ["BUNDLE_VERSION", "export_bundle", "export_onnx"]
+__all__ = ["BUNDLE_VERSION", "export_bundle", "export_onnx", "preprocessing_spec"]

@@ -25,6 +25,13 @@ from ._errors import ConfigError, DataError, SegarenaError
 from ._io import atomic_write, read_json, write_json
 from .protocol.precision import autocast, pick_device, use_amp
 
+#: what :meth:`TrainedModel.predict` takes: a file path, a PIL image, or an array ``[H, W]`` / ``[H, W, C]``
+ImageLike = Any
+
+#: palette colours of classes 1, 2, ... in multi-class masks (matplotlib's tab10 order; background is black)
+CLASS_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                 (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
 #: how images are resized to the network size (recorded in bundles; mirrors data/prepare.py)
 RESIZE_RULE = "PIL bilinear to input_size x input_size (reducing_gap=3.0), aspect ratio not kept"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
@@ -64,6 +71,9 @@ class TrainedModel:
         from .data.io import _to_uint8
 
         arr = np.asarray(image)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise DataError(f"an array of {arr.dtype} values (shape {arr.shape}) is not an image",
+                            fix="pass a file path, a PIL image or a numeric array [H, W(, C)]")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[..., 0]
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape:
@@ -103,13 +113,32 @@ class TrainedModel:
         return [F.interpolate(logits[j:j + 1], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
                 for j, img in enumerate(images)]
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """Label map ``uint8 [H, W]`` (0 = background, class indices as in ``labels``) at the image's size."""
-        return labels_from_logits(self.native_logits([self.to_uint8(image)])[0])
+    def load_image(self, image: ImageLike) -> np.ndarray:
+        """A file path, a PIL image or an array -> uint8 ``[H, W, in_channels]``, decoded as ``segarena predict``
+        decodes files (16-bit by its own maximum, RGBA without alpha, palette images through RGB)."""
+        if isinstance(image, (str, Path)):
+            return _read(Path(image).expanduser(), self.in_channels)
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is a core dependency
+            Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            if image.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                image = image.convert("RGBA" if "A" in image.mode else "RGB" if image.mode != "1" else "L")
+            image = np.asarray(image)
+        if not isinstance(image, np.ndarray) and not hasattr(image, "__array__"):
+            raise DataError(f"cannot predict on a {type(image).__name__}",
+                            fix="pass a file path, a PIL image or a numpy array [H, W(, C)]")
+        return self.to_uint8(np.asarray(image))
 
-    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+    def predict(self, image: ImageLike) -> np.ndarray:
+        """Label map ``uint8 [H, W]`` (0 = background, class indices as in ``labels``) at the image's size.
+        ``image``: a file path, a PIL image or an array (see :meth:`load_image`)."""
+        return labels_from_logits(self.native_logits([self.load_image(image)])[0])
+
+    def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Probabilities ``float32 [K-1, H, W]`` of the foreground classes (sigmoid for one logit, else softmax)."""
-        return foreground_probabilities(self.native_logits([self.to_uint8(image)])[0])
+        return foreground_probabilities(self.native_logits([self.load_image(image)])[0])
 
     def _autocast(self):
         """Mixed precision as in the run's test evaluation (:func:`~segarena.protocol.precision.use_amp`): on CUDA,
@@ -221,6 +250,8 @@ class Predictions(list):
     def __init__(self) -> None:
         super().__init__()
         self.label_maps: list[Path] = []
+        #: ``labels/<stem>.png`` class-index maps (with ``raw_labels``)
+        self.raw_maps: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
 
 
@@ -263,12 +294,28 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "class"
 
 
+def viewable_mask(labels: np.ndarray, num_classes: int):
+    """A label map as an image any viewer shows: binary -> grayscale 0/255; more classes -> a palette PNG whose
+    pixel values are still the class indices (``np.asarray(Image.open(f))`` gives the labels back) and whose
+    palette gives each class a distinct colour (background black)."""
+    from PIL import Image
+
+    if num_classes <= 2:
+        return Image.fromarray((labels > 0).astype(np.uint8) * 255)
+    im = Image.fromarray(labels.astype(np.uint8)).convert("P")  # "L" -> "P" keeps the values as indices
+    colours = [0, 0, 0] + [v for c in range(1, 256) for v in CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]]
+    im.putpalette(colours)
+    return im
+
+
 def predict(source: str | Path | TrainedModel, inputs: str | Path, output: str | Path, *, batch_size: int = 8,
             device: str | torch.device | None = None, probabilities: bool | str = False, overlays: bool = False,
-            progress: bool = True) -> Predictions:
-    """Predict label maps for one image or a folder of images with a trained run or bundle.
+            raw_labels: bool = False, progress: bool = True) -> Predictions:
+    """Predict masks for one image or a folder of images with a trained run or bundle.
 
-    Writes ``<output>/<stem>.png`` (uint8 class indices, the input's size), with ``probabilities`` ``"png"``
+    Writes ``<output>/<stem>.png``, a mask at the input's size that any viewer shows (:func:`viewable_mask`:
+    0/255 for binary tasks, a palette PNG of class indices otherwise); with ``raw_labels``, also
+    ``<output>/labels/<stem>.png`` (uint8 class indices 0..K-1, for scripts); with ``probabilities`` ``"png"``
     (or ``True``) ``<output>/probabilities/<stem>_<class>.png`` (uint8, probability x 255, one per foreground
     class) or ``"npy"`` ``<output>/probabilities/<stem>.npy`` (float16 ``[K-1, H, W]``), with ``overlays``
     ``<output>/overlays/<stem>.png``, and ``<output>/predictions.json`` (labels, model, skipped inputs). Every
@@ -300,7 +347,7 @@ def predict(source: str | Path | TrainedModel, inputs: str | Path, output: str |
                 raise
             result.skipped.append((path, str(exc)))
         if batch and (len(batch) == batch_size or i == len(files) - 1):
-            _write_batch(tm, batch, out, prob_fmt, overlays, result)
+            _write_batch(tm, batch, out, prob_fmt, overlays, result, raw_labels)
             batch = []
     if not result.label_maps:
         raise DataError(f"none of the {len(files)} images in {inputs} could be read (first: "
@@ -309,6 +356,9 @@ def predict(source: str | Path | TrainedModel, inputs: str | Path, output: str |
     write_json(manifest, {
         "source": str(tm.source), "model": tm.info["model"], "labels": list(tm.labels),
         "input_size": tm.input_size, "resize": RESIZE_RULE, "probabilities": prob_fmt, "overlays": overlays,
+        "masks": "0/255 grayscale (255 = foreground)" if len(tm.labels) <= 2 else
+                 "palette PNG: pixel value = class index, colours for viewing",
+        "raw_labels": "labels/<stem>.png, uint8 class indices" if raw_labels else None,
         "label_maps": [p.name for p in result.label_maps],
         "skipped": [{"input": str(p), "error": e} for p, e in result.skipped],
     })
@@ -329,16 +379,22 @@ def _png(path: Path, arr: np.ndarray) -> None:
 
 
 def _write_batch(tm: TrainedModel, batch: list[tuple[Path, np.ndarray]], out: Path, prob_fmt: str | None,
-                 overlays: bool, result: Predictions) -> None:
+                 overlays: bool, result: Predictions, raw_labels: bool = False) -> None:
     logits = tm.native_logits([img for _, img in batch])
     fg_names = [_safe(n) for n in tm.labels[1:]]
     for (path, img), lg in zip(batch, logits):
         labels = labels_from_logits(lg)
         stem = output_stem(path)
         target = out / f"{stem}.png"
-        _png(target, labels)
+        mask = viewable_mask(labels, len(tm.labels))
+        atomic_write(target, lambda tmp, m=mask: m.save(tmp, format="PNG"), suffix=".png")
         result.append(target)
         result.label_maps.append(target)
+        if raw_labels:
+            f = out / "labels" / f"{stem}.png"
+            _png(f, labels)
+            result.append(f)
+            result.raw_maps.append(f)
         if prob_fmt:
             probs = foreground_probabilities(lg)
             if prob_fmt == "npy":
@@ -363,5 +419,5 @@ def _save_npy(tmp: Path, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
-__all__ = ["RESIZE_RULE", "Predictions", "TrainedModel", "foreground_probabilities", "labels_from_logits",
-           "list_inputs", "load_trained", "predict"]
+__all__ = ["RESIZE_RULE", "ImageLike", "Predictions", "TrainedModel", "foreground_probabilities", "labels_from_logits",
+           "list_inputs", "load_trained", "predict", "viewable_mask"]

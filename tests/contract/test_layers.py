@@ -2,7 +2,8 @@
 
 Order, lowest first (a module's layer is given by its first package component under ``segarena``):
 
-0. foundations: ``_errors``, ``_io``, ``_registry``, ``_paths``, ``_version``, ``config``, ``configs``
+0. foundations: ``_errors``, ``_io``, ``_registry``, ``_paths``, ``_version``, ``_augment_presets`` (plain data,
+   part of the run identity), ``config``, ``configs``
 1. ``data``, ``metrics``, ``stats`` -- pure computation over arrays and tables. ``stats`` sits here rather than
    above ``runner``: ``runner.select`` ranks candidates with a bootstrap and ``runner.crossdata`` puts intervals on
    transfer gaps, and ``stats`` itself needs nothing but the foundations.
@@ -28,7 +29,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "segarena"
 
 LAYERS: dict[str, int] = {
-    "_errors": 0, "_io": 0, "_registry": 0, "_paths": 0, "_version": 0, "config": 0, "configs": 0,
+    "_errors": 0, "_io": 0, "_registry": 0, "_paths": 0, "_version": 0, "_augment_presets": 0,
+    "config": 0, "configs": 0,
     "data": 1, "metrics": 1, "stats": 1,
     "models": 2,
     "store": 3,
@@ -39,7 +41,7 @@ LAYERS: dict[str, int] = {
 }
 
 #: within a layer some packages still have a direction: the foundations import each other only this way round
-FOUNDATION_ORDER = ["_version", "_errors", "_io", "_registry", "_paths", "config", "configs"]
+FOUNDATION_ORDER = ["_version", "_errors", "_io", "_registry", "_paths", "_augment_presets", "config", "configs"]
 
 
 def _module_name(path: Path, src: Path | None = None) -> str:

@@ -27,9 +27,13 @@ def _extra_missing(name: str) -> str | None:
     return extra if extra and importlib.util.find_spec(module) is None else None
 
 
+#: names built on demand from smp / timm (``smp:<Arch>:<encoder>``, ``upernet:timm:<name>``): the contract too
+BY_NAME = [ex for _, examples in MODELS.patterns() for ex in examples]
+
+
 def _params() -> list:
     out = []
-    for n in list_models():
+    for n in dict.fromkeys(list_models() + BY_NAME):
         marks = [pytest.mark.slow] if n in SLOW else []
         if _extra_missing(n):
             marks.append(pytest.mark.skip(reason=f"needs segarena[{_extra_missing(n)}]"))
@@ -37,7 +41,7 @@ def _params() -> list:
     return out
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list(dict.fromkeys(list_models() + BY_NAME)))
 def test_card_complete(name):
     card = MODELS.get(name).card
     assert card.name == name

@@ -316,7 +316,7 @@ def test_unreadable_inputs_are_skipped_and_listed(world, tmp_path, capsys):
     (inp / "empty.jpg").write_bytes(b"")
     rc = main(["predict", str(world["run"]), "--input", str(inp), "--output", str(tmp_path / "out")])
     out, err = capsys.readouterr()
-    assert rc == 1 and "Traceback" not in err and "wrote 2 label map(s)" in out and "skipped 2" in out
+    assert rc == 1 and "Traceback" not in err and "wrote 2 mask(s)" in out and "skipped 2" in out
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all(ln.startswith("segarena: skipped ") and " — " in ln for ln in lines)
     assert str(inp / "broken.png") in err and str(inp / "empty.jpg") in err

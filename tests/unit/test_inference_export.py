@@ -93,7 +93,7 @@ def test_predict_folder_of_mixed_images(trained, tmp_path):
     assert not res.skipped
     assert sorted(p.stem for p in res.label_maps) == sorted(sizes)
     for stem, (h, w) in sizes.items():
-        lab = np.asarray(Image.open(tmp_path / "out" / f"{stem}.png"))
+        lab = np.asarray(Image.open(tmp_path / "out" / f"{stem}.png")) // 255  # viewable: 0/255
         assert lab.shape == (h, w) and lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 1}
         prob = np.asarray(Image.open(tmp_path / "out" / "probabilities" / f"{stem}_foreground.png"))
         assert prob.shape == (h, w) and prob.dtype == np.uint8
@@ -102,9 +102,9 @@ def test_predict_folder_of_mixed_images(trained, tmp_path):
         ov = np.asarray(Image.open(tmp_path / "out" / "overlays" / f"{stem}.png"))
         assert ov.shape == (h, w, 3)
     # the model learned "bright = foreground": the bright square is found, the dark border is not
-    wide = np.asarray(Image.open(tmp_path / "out" / "wide.png"))
+    wide = np.asarray(Image.open(tmp_path / "out" / "wide.png")) / 255
     assert wide[15:25, 40:80].mean() > 0.9 and wide[:5].mean() < 0.1
-    deep = np.asarray(Image.open(tmp_path / "out" / "deep16.png"))  # 16-bit input scaled, not clipped
+    deep = np.asarray(Image.open(tmp_path / "out" / "deep16.png")) / 255  # 16-bit input scaled, not clipped
     assert deep[8:17, 8:27].mean() > 0.9 and deep[25:].mean() < 0.1
     manifest = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert manifest["labels"] == ["background", "foreground"] and manifest["skipped"] == []
@@ -119,7 +119,7 @@ def test_predict_npy_probabilities_and_library_equals_files(trained, tmp_path):
         p = np.load(tmp_path / "out" / "probabilities" / f"{stem}.npy")
         assert p.dtype == np.float16 and p.shape == (1, h, w) and 0 <= p.min() and p.max() <= 1
     src = next(tmp_path.glob("in/wide.png"))
-    from_file = np.asarray(Image.open(tmp_path / "out" / "wide.png"))
+    from_file = np.asarray(Image.open(tmp_path / "out" / "wide.png")) // 255
     assert np.array_equal(tm.predict(np.asarray(Image.open(src))), from_file)
     assert tm.predict_proba(np.asarray(Image.open(src))).shape == (1, *sizes["wide"])
     assert len(res) == len(sizes) * 2 + 1  # label maps + npy + predictions.json
@@ -132,10 +132,11 @@ def test_predict_reproduces_the_runs_test_records(trained, tmp_path):
     (tmp_path / "in").mkdir()
     for cid in test_ids:
         shutil.copy(data / "images" / f"{cid}.png", tmp_path / "in")
-    predict(run_dir, tmp_path / "in", tmp_path / "out", batch_size=4, device="cpu", progress=False)
+    predict(run_dir, tmp_path / "in", tmp_path / "out", batch_size=4, device="cpu", raw_labels=True, progress=False)
     rec = pd.read_parquet(run_dir / "records.parquet").set_index("case_id")
     for cid in test_ids:
-        pred = np.asarray(Image.open(tmp_path / "out" / f"{cid}.png"))
+        pred = np.asarray(Image.open(tmp_path / "out" / "labels" / f"{cid}.png"))  # raw class indices
+        assert np.array_equal(pred * 255, np.asarray(Image.open(tmp_path / "out" / f"{cid}.png")))
         ref = (np.asarray(Image.open(data / "masks" / f"{cid}.png")) > 0).astype(np.uint8)
         c = confusion(pred, ref, 2)
         row = rec.loc[cid]
@@ -154,6 +155,7 @@ def test_bundle_round_trip(trained, tmp_path):
     assert info["model"]["name"] == "tiny-fcn" and info["model"]["num_outputs"] == 1
     assert info["model"]["card"]["name"] == "tiny-fcn" and info["model"]["params"] > 0
     assert info["preprocessing"]["input_size"] == 32 and len(info["preprocessing"]["mean"]) == 3
+    assert info["preprocessing"]["mean"] == [0.485, 0.456, 0.406]  # the card's ImageNet values, RGB
     assert info["test_metrics"] == summary["metrics"] and info["training"]["run_id"] == summary["run_id"]
     assert info["spec"]["model"]["name"] == "tiny-fcn" and info["versions"]["exported_with"]["torch"]
     assert (tmp_path / "bundle" / "model.safetensors").read_bytes() == \
@@ -212,7 +214,7 @@ def test_cli_predict_and_export(trained, tmp_path, capsys):
     _new_images(tmp_path / "in")
     assert main(["predict", str(trained["run"]), "--input", str(tmp_path / "in"), "--output",
                  str(tmp_path / "out"), "--probabilities", "--overlays", "--batch-size", "2"]) == 0
-    assert "wrote 7 label map(s)" in capsys.readouterr().out
+    assert "wrote 7 mask(s)" in capsys.readouterr().out
     assert len(list((tmp_path / "out" / "probabilities").glob("*.png"))) == 7
     assert main(["predict", str(trained["run"]), "--input", str(tmp_path / "in" / "tall.png"), "--output",
                  str(tmp_path / "one"), "--device", "cpu"]) == 0
@@ -243,7 +245,7 @@ def test_kvasir_run_predicts_its_test_images(real_data_root, tmp_path):
     predict(run_dir, tmp_path / "in", tmp_path / "out", device="cpu", progress=False)
     rec = pd.read_parquet(run_dir / "records.parquet").set_index("case_id")
     for cid in test_ids:
-        pred = np.asarray(Image.open(tmp_path / "out" / f"{cid}.png"))
+        pred = np.asarray(Image.open(tmp_path / "out" / f"{cid}.png")) // 255
         assert pred.shape == (rec.loc[cid, "height"], rec.loc[cid, "width"])
         ref = binarize(read_gray(real_data_root / "kvasir-seg" / "masks" / f"{cid}.jpg"))  # as the adapter does
         tp, fp, fn, _ = (int(v) for v in confusion(pred, ref, 2)[1])

@@ -294,8 +294,20 @@ def _unlabelled(name: str, options: dict[str, Any]) -> int | None:
         return 0
 
 
+def _plain(text: str) -> str:
+    """Drop reStructuredText markup that card fields share with docstrings (``code``, :role:`target`)."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", str(text))
+    return text.replace("``", "")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report of :func:`check_dataset` as plain text: a summary, then every problem on its own line."""
+    return _plain(_format_report(report))
+
+
+def _format_report(report: dict[str, Any]) -> str:
     h, w = report["image_sizes"]["height"], report["image_sizes"]["width"]
     g = report["grouping"]
     lines = [f"{report['dataset']} ({report['title']}) at {report['root']}",

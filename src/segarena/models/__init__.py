@@ -7,11 +7,14 @@ import torch
 
 from .._errors import ConfigError
 from . import zoo  # noqa: F401  (registers the models)
-from .card import MODELS, ModelCard, ModelEntry, Weights, register_model
+from .card import ENTRY_POINT_GROUP, MODELS, PLUGIN_ERRORS, ModelCard, ModelEntry, Weights, load_plugins, register_model
 from .contract import SegModel
 
-__all__ = ["MODELS", "ModelCard", "ModelEntry", "SegModel", "Weights", "create_model", "list_models",
-           "count_params", "count_flops", "model_info", "register_model"]
+load_plugins()  # models of installed packages (entry-point group ``segarena.models``)
+
+__all__ = ["ENTRY_POINT_GROUP", "MODELS", "ModelCard", "ModelEntry", "PLUGIN_ERRORS", "SegModel", "Weights",
+           "create_model", "list_models", "load_plugins", "count_params", "count_flops", "model_info",
+           "register_model"]
 
 
 def list_models(family: str | None = None) -> list[str]:

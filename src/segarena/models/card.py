@@ -83,17 +83,91 @@ Builder = Callable[..., nn.Module]
 class ModelEntry:
     card: ModelCard
     build: Builder
+    #: where the model comes from: ``segarena``, ``plugin:<entry point>`` or ``library`` (smp/timm by name)
+    origin: str = "segarena"
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
+#: entry-point group through which installed packages add models (see :func:`load_plugins`)
+ENTRY_POINT_GROUP = "segarena.models"
+#: one line per plugin that failed to load (shown by ``segarena models list``)
+PLUGIN_ERRORS: list[str] = []
+_origin = "segarena"
+_loaded_plugins: set[str] = set()
+
 
 def register_model(card: ModelCard) -> Callable[[Builder], Builder]:
-    """Decorator: ``@register_model(ModelCard(name="unet", ...))`` on ``def build(num_classes, in_channels,
-    pretrained, **kwargs)``."""
+    """Add a model to segarena: decorate its builder, and every command (``run``, ``compare``, studies,
+    ``select``, ``predict``) can use it by ``card.name``.
+
+    The builder is ``build(num_classes, in_channels=3, pretrained=False, **kwargs) -> nn.Module`` and returns the
+    bare network; it must give logits ``[N, num_classes, h, w]`` for a normalized ``[N, in_channels, H, W]``
+    input (``h, w`` may be a stride of ``H, W``: the wrapper upsamples). The :class:`ModelCard` says what the
+    wrapper needs (``input_divisor``, ``fixed_size``, ``in_channels``, ``mean``/``std``, the Grad-CAM layer) and
+    what a report cites (``paper``, ``repo``, ``license``)::
+
+        import segarena
+
+        @segarena.register_model(segarena.ModelCard(
+            name="my-unet", family="medical", title="My U-Net", paper="Me et al. 2026", repo="https://...",
+            license="MIT", input_divisor=16, gradcam_layer="head"))
+        def build(num_classes, in_channels=3, pretrained=False, width=32):
+            return MyUNet(in_channels, num_classes, width)
+
+    A name registered twice raises ``KeyError`` (a programming error). Packages register through the entry-point
+    group ``segarena.models`` (:func:`load_plugins`), so their models appear without an import.
+    """
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"register_model takes a ModelCard, got {type(card).__name__}")
+    if not card.name or any(c.isspace() for c in card.name) or card.name.startswith(("smp:", "upernet:")):
+        raise ValueError(f"model name {card.name!r}: use a non-empty name without spaces; the prefixes smp: and "
+                         f"upernet: are reserved for library models built by name")
 
     def deco(fn: Builder) -> Builder:
-        MODELS.register(card.name, ModelEntry(card=card, build=fn))
+        if not callable(fn):
+            raise TypeError(f"register_model({card.name!r}) decorates a builder function, got {type(fn).__name__}")
+        MODELS.register(card.name, ModelEntry(card=card, build=fn, origin=_origin))
         return fn
 
     return deco
+
+
+def load_plugins() -> list[str]:
+    """Import the models of installed packages: every entry point of the group ``segarena.models``.
+
+    A package declares, e.g. in its ``pyproject.toml``::
+
+        [project.entry-points."segarena.models"]
+        my-models = "my_package.segarena_models"     # a module whose import calls register_model
+        # or "my_package:register" - a function without arguments that does
+
+    Each entry point is loaded once. One that fails (import error, duplicate name) is skipped with a one-line
+    warning, kept in :data:`PLUGIN_ERRORS`, so a broken plugin never hides the built-in models.
+    Returns the names of the entry points loaded by this call.
+    """
+    import types
+    import warnings
+    from importlib.metadata import entry_points
+
+    global _origin
+    done = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        key = f"{ep.name}={ep.value}"
+        if key in _loaded_plugins:
+            continue
+        _loaded_plugins.add(key)
+        _origin = f"plugin:{ep.name}"
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, types.ModuleType):
+                obj()
+            done.append(ep.name)
+        except Exception as exc:  # noqa: BLE001 - third-party code: report it, keep segarena usable
+            msg = (f"model plugin {ep.name!r} ({ep.value}) was not loaded: "
+                   f"{(str(exc).splitlines() or [type(exc).__name__])[0]}")
+            PLUGIN_ERRORS.append(msg)
+            warnings.warn(msg, stacklevel=2)
+        finally:
+            _origin = "segarena"
+    return done

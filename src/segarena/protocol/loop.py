@@ -23,7 +23,7 @@ from .._version import __version__
 from .._errors import DataError, RunFailed, SegarenaError
 from .._io import atomic_write, write_json
 from ..config import RunSpec
-from ..data.augment import AUGMENTATIONS, augment, normalize
+from ..data.augment import AUGMENTATIONS, augment, normalize, normalize_unit, to_unit
 from ..data.prepare import PreparedDataset, prepare
 from ..data.splits import load_or_create, rotation
 from ..metrics.distance import case_surface_metrics
@@ -79,17 +79,27 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
     if not store.acquire():
         raise SegarenaError(f"run {spec.run_name} is being executed by another process",
                             fix="wait for it to finish; finished runs are reused automatically")
+    tracker = None
     try:
         store.init()
         store.set_status("running", pid=os.getpid())
         deadline = time.time() + time_limit_s if time_limit_s else None
-        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch, until_epoch)
+        tracker = _open_tracker(spec, store)
+        summary = _execute(spec, store, data_root, pick_device(device), progress, deadline, on_epoch, until_epoch,
+                           tracker)
         if summary.get("paused"):
             store.set_status("paused", epoch=summary["epochs_run"] - 1)
+            if tracker is not None:
+                tracker.close("FINISHED")
             return RunResult(store, summary)
         store.set_status("complete")
+        if tracker is not None:
+            tracker.final(summary)
+            tracker.close("FINISHED")
         return RunResult(store, summary)
     except BaseException as exc:
+        if tracker is not None:
+            tracker.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         reason = str(exc) if isinstance(exc, (SegarenaError, RunFailed)) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, KeyboardInterrupt):
             reason = "interrupted"
@@ -98,6 +108,16 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
         raise
     finally:
         store.release()
+
+
+def _open_tracker(spec: RunSpec, store: RunStore):
+    """TensorBoard/MLflow loggers of ``spec.tracking`` (None without any); a resumed run continues its logs."""
+    if not spec.tracking.loggers:
+        return None
+    from .trackers import open_run_tracker
+
+    start = len(store.log()) if store.state_file.is_file() else 0
+    return open_run_tracker(spec, store.dir, start_epoch=start)
 
 
 def validate_spec(spec: RunSpec) -> None:
@@ -121,6 +141,10 @@ def validate_spec(spec: RunSpec) -> None:
                             fix=f"use 0..{spec.data.num_folds - 1}")
     if p.lr <= 0:
         raise SegarenaError(f"protocol.lr={p.lr} must be positive", fix="e.g. --set protocol.lr=1e-4")
+    if spec.tracking.loggers:
+        from .trackers import check_tracking
+
+        check_tracking(spec.tracking)
 
 
 def _batches(indices: list[int], bs: int) -> list[list[int]]:
@@ -132,6 +156,17 @@ def _to_device(data: PreparedDataset, idx: list[int], device: torch.device, mean
     x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
     y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
     return normalize(x, mean, std), y, idx
+
+
+def _train_batch(data: PreparedDataset, idx: list[int], device: torch.device, mean, std, aug, gen):
+    """uint8 batch -> [0, 1] on the device -> the preset's augmentation (kornia) -> normalized, with its masks."""
+    idx = sorted(idx)
+    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
+    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
+    if not aug.ops:
+        return normalize(x, mean, std), y
+    x, y = augment(to_unit(x), y, aug, gen)
+    return normalize_unit(x, mean, std), y
 
 
 @torch.no_grad()
@@ -196,7 +231,8 @@ def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, 
 
 
 def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool,
-             deadline: float | None = None, on_epoch=None, until_epoch: int | None = None) -> dict[str, Any]:
+             deadline: float | None = None, on_epoch=None, until_epoch: int | None = None,
+             tracker=None) -> dict[str, Any]:
     import pandas as pd
     from tqdm import tqdm
 
@@ -233,6 +269,8 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     gen = torch.Generator().manual_seed(p.seed)
     aug = AUGMENTATIONS.get(p.augmentation)
+    write_json(store.path("augmentation.json"), {**aug.to_dict(), "description": aug.description,
+                                                 "source": aug.source, "notes": list(aug.notes), "seed": p.seed})
     start_epoch, best, best_epoch, bad, log = 0, -math.inf, -1, 0, []
     sign = 1.0 if p.monitor == "val_mdsc" else -1.0
     ckpt_info = {"model": spec.model.name, "kwargs": spec.model.kwargs, "num_outputs": n_out,
@@ -270,8 +308,7 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
             if deadline and time.time() > deadline:
                 raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
                                 f"a retry resumes from it)")
-            x, y, _ = _to_device(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std)
-            x, y = augment(x, y, aug, gen)
+            x, y = _train_batch(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std, aug, gen)
             with autocast(device, amp):
                 logits = model(x)
             loss = loss_spec.fn(logits, y)
@@ -306,6 +343,8 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
         write_json(store.path("log.json"), log)
         if on_epoch is not None:
             on_epoch(log[-1])
+        if tracker is not None:
+            tracker.epoch(log[-1], bs)
         save_state(store.state_file, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "generator": gen.get_state(), "best": best,
                                       "best_epoch": best_epoch, "bad": bad,

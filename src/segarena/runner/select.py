@@ -31,20 +31,52 @@ class SelectionResult:
 
 
 def rung_schedule(n: int, budget_epochs: int, eta: int = 2) -> list[int]:
-    """Cumulative epoch milestones of each rung for ``n`` candidates within ``budget_epochs`` total epochs.
+    """Cumulative epoch milestones of each rung for ``n`` candidates, never spending more than ``budget_epochs``.
 
-    Each of the R = ceil(log_eta n) + 1 rungs gets an equal share of the budget, split over its survivors.
+    There are R = ceil(log_eta n) + 1 rungs; rung r trains its ``s_r`` survivors from the previous milestone to its
+    own, so the race costs ``sum_r s_r * (m_r - m_{r-1})`` epochs (:func:`race_cost`). Each rung gets at least one
+    epoch and aims at an equal share of the budget; what rounding leaves over goes to the last rung (the winner
+    trains longer). A budget below one epoch per survivor per rung is a user error, not a silent overspend.
     """
     if n < 1:
         raise ConfigError("select needs at least one candidate model")
-    rounds = max(1, math.ceil(math.log(n, eta))) + 1 if n > 1 else 1
-    per_round = budget_epochs / rounds
-    milestones, survivors, epoch = [], n, 0
-    for _ in range(rounds):
-        epoch += max(1, int(per_round // survivors))
+    if eta < 2:
+        raise ConfigError(f"--eta {eta}: must be at least 2", fix="e.g. --eta 2 (keep the best half at each rung)")
+    survivors = survivor_counts(n, eta)
+    minimum = sum(survivors)
+    if budget_epochs < minimum:
+        raise ConfigError(f"--budget {budget_epochs} epochs is too small for {n} candidates: the race needs at least "
+                          f"{minimum} ({len(survivors)} rungs of {', '.join(map(str, survivors))} survivors, one "
+                          f"epoch each)", fix=f"use --budget {minimum} or more, or fewer --models")
+    per_round = budget_epochs / len(survivors)
+    steps = [max(1, int(per_round // s)) for s in survivors]
+    while sum(s * d for s, d in zip(survivors, steps)) > budget_epochs:  # rounding up to 1 epoch overspent
+        r = max((i for i in range(len(steps)) if steps[i] > 1), key=lambda i: survivors[i] * steps[i])
+        steps[r] -= 1
+    left = budget_epochs - sum(s * d for s, d in zip(survivors, steps))
+    steps[-1] += left // survivors[-1]
+    milestones, epoch = [], 0
+    for d in steps:
+        epoch += d
         milestones.append(epoch)
-        survivors = max(1, math.ceil(survivors / eta))
     return milestones
+
+
+def survivor_counts(n: int, eta: int = 2) -> list[int]:
+    """How many candidates train in each rung: n, ceil(n / eta), ... down to 1 (one rung for one candidate)."""
+    counts = [n]
+    while counts[-1] > 1:
+        counts.append(math.ceil(counts[-1] / eta))
+    return counts
+
+
+def race_cost(milestones: list[int], n: int, eta: int = 2) -> int:
+    """Training epochs the race spends with these milestones: each rung's survivors times its new epochs."""
+    prev, total = 0, 0
+    for s, m in zip(survivor_counts(n, eta), milestones):
+        total += s * (m - prev)
+        prev = m
+    return total
 
 
 def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budget_epochs: int = 60, eta: int = 2,
@@ -70,7 +102,7 @@ def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budg
         keep = ranked[: max(1, math.ceil(len(alive) / eta))] if not last else ranked[:1]
         out.rungs.append({"epoch": milestone, "val_mdsc": scores, "promoted": keep})
         if progress:
-            print(f"rung {r + 1}/{len(milestones)} (epoch {milestone}): " +
+            print(f"rung {r + 1}/{len(milestones)} (epoch {milestone}, best validation mDSC %, higher is better): " +
                   ", ".join(f"{m} {scores[m] * 100:.1f}" for m in ranked) + f" -> {', '.join(keep)}", flush=True)
         alive = keep
     out.winner = alive[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ..config import DataConfig, ModelConfig, ProtocolConfig, RunSpec, from_dict, load_yaml
+from ..config import DataConfig, ModelConfig, ProtocolConfig, RunSpec, TrackingConfig, from_dict, load_yaml
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class StudySpec:
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: per-dataset adapter options / data overrides, e.g. ``{"folder": {"options": {"path": "/data/x"}}}``
     dataset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: TensorBoard / MLflow loggers: one parent for the study, its runs as children (not part of any run id)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # -- expansion --------------------------------------------------------------------------------------------
     def _spec(self, model: str, dataset: str, fold: int, seed: int, **proto: Any) -> RunSpec:
@@ -50,7 +52,8 @@ class StudySpec:
         protocol = dataclasses.replace(self.protocol, seed=seed, **{**mo.get("protocol", {}), **proto})
         data = dataclasses.replace(self.data, name=dataset, fold=fold, **do)
         return RunSpec(data=data, model=ModelConfig(name=model, pretrained=mo.get("pretrained", self.pretrained),
-                                                    kwargs=dict(mo.get("kwargs", {}))), protocol=protocol)
+                                                    kwargs=dict(mo.get("kwargs", {}))), protocol=protocol,
+                       tracking=self.tracking)
 
     def search_specs(self, model: str, dataset: str) -> list[RunSpec]:
         if self.lr_search is None:

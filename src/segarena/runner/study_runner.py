@@ -47,6 +47,15 @@ def _manifest_path(results: Path, name: str) -> Path:
     return inside(results / "studies", check_name(name, "study name") + ".json", what="study name")
 
 
+def _study_tracker(study: StudySpec, results: Path):
+    """The study's parent in TensorBoard/MLflow (``study.tracking``), or None when no logger is configured."""
+    if not study.tracking.loggers:
+        return None
+    from ..protocol.trackers import StudyTracker
+
+    return StudyTracker(study.tracking, study.name, results)
+
+
 def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "local", workers: int = 1,
               address: str | None = None, data_root: str | None = None, retries: int = 1,
               time_limit_s: float | None = None, progress: bool = True, preflight: bool = True,
@@ -82,11 +91,14 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
                               "runs": {rid: {"name": specs[rid].run_name, "state": r["state"],
                                              "error": r.get("error")} for rid, r in out.results.items()}})
 
+    tracker = _study_tracker(study, rd.path)
+
     def submit(spec: RunSpec) -> None:
         specs[spec.run_id] = spec
         out.names[spec.run_id] = spec.run_name
         out.attempts[spec.run_id] = out.attempts.get(spec.run_id, 0) + 1
-        ex.submit(spec.run_id, to_dict(spec), str(rd.path), data_root, time_limit_s)
+        sent = tracker.child(spec) if tracker is not None else spec  # same run id, tracking points at the parent
+        ex.submit(spec.run_id, to_dict(sent), str(rd.path), data_root, time_limit_s)
 
     def start_cv(pair: str, lr: float | None) -> None:
         m, d = pair.split("|")
@@ -134,6 +146,9 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
                                 tqdm.write(f"skipping CV of {pair}: every learning-rate search run failed")
                 save_manifest("running")
         save_manifest("failed" if out.failed else "complete")
+        if tracker is not None:
+            tracker.finish([r["summary"] for r in out.results.values() if r.get("summary")], len(out.failed),
+                           out.chosen_lr)
     except BaseException:
         save_manifest("interrupted")
         raise

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (each module registers its models on import)
     internimage,
     mask2former,
     missformer,
+    named,
     nnunet,
     sam,
     segformer,

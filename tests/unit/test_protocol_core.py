@@ -245,7 +245,7 @@ def test_validation_mdsc_equals_test_time_pooled_mdsc(k, bs):
     model = _FixedLogits(3, out_channels(spec, k), seed=k).eval()
     idx = [5, 0, 3, 2, 6, 1]  # unsorted, a batch size that does not divide it
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    val = loop._validate(model, data, idx, spec, bs, torch.device("cpu"), False, mean, std, k)
+    val = loop._validate(model, data, idx, spec, loop.Feed(torch.device("cpu"), False, mean, std, bs))
 
     with torch.no_grad():  # the same predictions, made here from the raw arrays
         x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255
@@ -271,8 +271,8 @@ def test_validation_mdsc_of_nothing_to_find_is_one():
     with torch.no_grad():
         model.conv.weight.zero_()
         model.conv.bias.fill_(-5.0)  # predicts background everywhere
-    val = loop._validate(model, data, [0, 1], resolve_loss("auto", 2), 2, torch.device("cpu"), False,
-                         (0.0,) * 3, (1.0,) * 3, 2)
+    val = loop._validate(model, data, [0, 1], resolve_loss("auto", 2), loop.Feed(torch.device("cpu"), False,
+                                                                               (0.0,) * 3, (1.0,) * 3, 2))
     assert val["val_mdsc"] == 1.0  # both empty: a correct "nothing here", as the test-time policy
 
 

@@ -6,7 +6,6 @@ device, so the loop has no DataLoader and no per-sample Python work.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 import platform
@@ -17,23 +16,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .._version import __version__
 from .._errors import DataError, RunFailed, SegarenaError
-from .._io import atomic_write, write_json
+from .._io import write_json
 from ..config import RunSpec
 from ..data.augment import AUGMENTATIONS, augment, normalize, normalize_unit, to_unit
 from ..data.prepare import PreparedDataset, prepare
 from ..data.splits import load_or_create, rotation
-from ..metrics.distance import case_surface_metrics
 from ..metrics.efficiency import device_name
-from ..metrics.overlap import case_records, confusion, per_class, reduce
+from ..metrics.overlap import per_class, reduce
 from ..models import count_params, create_model
 from ..store import ResultsDir, RunStore
-from .checkpoint import load_state, load_weights, save_state, save_weights
-from .losses import out_channels, resolve_loss, to_labels
-from .precision import autocast, pick_device, predict_logits, use_amp
+from .checkpoint import load_state, save_state, save_weights
+from .losses import LossSpec, out_channels, resolve_loss, to_labels
+from .context import Feed, Fit, RunContext, batches, to_device
+from .precision import autocast, pick_device, use_amp
+from .testset import efficiency, evaluate
 from .schedules import make_scheduler
 
 
@@ -147,38 +146,26 @@ def validate_spec(spec: RunSpec) -> None:
         check_tracking(spec.tracking)
 
 
-def _batches(indices: list[int], bs: int) -> list[list[int]]:
-    return [indices[i:i + bs] for i in range(0, len(indices), bs)]
-
-
-def _to_device(data: PreparedDataset, idx: list[int], device: torch.device, mean, std):
-    idx = sorted(idx)  # memmap locality
-    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
-    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
-    return normalize(x, mean, std), y, idx
-
-
-def _train_batch(data: PreparedDataset, idx: list[int], device: torch.device, mean, std, aug, gen):
+def _train_batch(ctx: RunContext, idx: list[int], gen: torch.Generator):
     """uint8 batch -> [0, 1] on the device -> the preset's augmentation (kornia) -> normalized, with its masks."""
-    idx = sorted(idx)
-    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
-    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
-    if not aug.ops:
-        return normalize(x, mean, std), y
-    x, y = augment(to_unit(x), y, aug, gen)
-    return normalize_unit(x, mean, std), y
+    idx, feed = sorted(idx), ctx.feed
+    x = torch.from_numpy(np.ascontiguousarray(ctx.data.images[idx])).to(feed.device, non_blocking=True)
+    y = torch.from_numpy(np.ascontiguousarray(ctx.data.masks[idx])).to(feed.device, non_blocking=True).long()
+    if not ctx.aug.ops:
+        return normalize(x, feed.mean, feed.std), y
+    x, y = augment(to_unit(x), y, ctx.aug, gen)
+    return normalize_unit(x, feed.mean, feed.std), y
 
 
 @torch.no_grad()
-def _validate(model, data: PreparedDataset, idx: list[int], loss_spec, bs: int, device, amp: bool, mean, std,
-              num_classes: int) -> dict[str, float]:
+def _validate(model, data: PreparedDataset, idx: list[int], loss_spec: LossSpec, feed: Feed) -> dict[str, float]:
     """Validation at network resolution (model selection only; never the test split)."""
     model.eval()
     tp = fp = fn = 0
     losses = []
-    for b in _batches(idx, bs):
-        x, y, _ = _to_device(data, b, device, mean, std)
-        with autocast(device, amp):
+    for b in batches(idx, feed.batch_size):
+        x, y, _ = to_device(data, b, feed)
+        with autocast(feed.device, feed.amp):
             logits = model(x)
         losses.append(float(loss_spec.fn(logits, y)) * len(b))
         pred = to_labels(logits)
@@ -191,51 +178,28 @@ def _validate(model, data: PreparedDataset, idx: list[int], loss_spec, bs: int, 
     return {"val_loss": sum(losses) / max(len(idx), 1), "val_mdsc": 2 * tp / denom if denom else 1.0}
 
 
-def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, device, amp: bool, mean, std,
-                   extra: dict[str, Any], progress: bool) -> tuple[list[dict[str, Any]], np.ndarray]:
-    from tqdm import tqdm
-
-    labels = data.card.labels
-    k = len(labels)
-    records: list[dict[str, Any]] = []
-    preds = np.zeros((len(idx), data.size, data.size), np.uint8)
-    pos = {c: i for i, c in enumerate(idx)}
-    for b in tqdm(_batches(idx, spec.protocol.batch_size), desc="test", disable=not progress, leave=False):
-        x, _, order = _to_device(data, b, device, mean, std)
-        logits = predict_logits(model, x, device, amp)
-        for j, case in enumerate(order):
-            preds[pos[case]] = to_labels(logits[j:j + 1])[0].cpu().numpy().astype(np.uint8)
-            if spec.protocol.eval_resolution == "native":
-                h, w = data.native_shape(case)
-                up = F.interpolate(logits[j:j + 1], size=(h, w), mode="bilinear", align_corners=False)
-                pred = to_labels(up)[0].cpu().numpy()
-                ref = data.native_mask(case)
-            else:
-                pred = preds[pos[case]]
-                ref = np.asarray(data.masks[case])
-                h, w = ref.shape
-            counts = confusion(pred, ref, k)
-            spacing = data.meta(case).get("spacing_mm")
-            if spacing and spec.protocol.eval_resolution == "network":  # pixels were resized: rescale spacing
-                nh, nw = data.native_shape(case)
-                spacing = (spacing[0] * nh / h, spacing[1] * nw / w)
-            recs = case_records(data.ids[case], counts, labels,
-                                {**extra, "height": h, "width": w, "spacing_unit": "mm" if spacing else "px",
-                                 "spacing_y": float(spacing[0]) if spacing else 1.0,
-                                 "spacing_x": float(spacing[1]) if spacing else 1.0})
-            surf = case_surface_metrics(pred, ref, range(1, k), spacing or (1.0, 1.0), spec.protocol.nsd_tau)
-            for r, sm in zip(recs, surf):
-                r.update({key: sm[key] for key in ("hd", "hd95", "assd", "nsd", "nsd_tau")}, surface_empty=sm["empty"])
-            records += recs
-    return records, preds
-
-
 def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool,
              deadline: float | None = None, on_epoch=None, until_epoch: int | None = None,
              tracker=None) -> dict[str, Any]:
-    import pandas as pd
-    from tqdm import tqdm
+    """One run as three named steps over one :class:`RunContext`: fit, evaluate (unless validation only), summarize."""
+    ctx = _setup(spec, store, data_root, device, progress)
+    fit = _fit(ctx, deadline, on_epoch, until_epoch, tracker)
+    if fit.paused:
+        return {"paused": True, "epochs_run": len(fit.log), "log": fit.log,
+                "best_val": {spec.protocol.monitor: _sign(spec) * fit.best}}
+    tested = evaluate(ctx) if spec.protocol.evaluate_test else None
+    summary = _summarize(ctx, fit, tested)
+    write_json(store.path("summary.json"), summary)
+    store.state_file.unlink(missing_ok=True)
+    return summary
 
+
+def _sign(spec: RunSpec) -> float:
+    return 1.0 if spec.protocol.monitor == "val_mdsc" else -1.0
+
+
+def _setup(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool) -> RunContext:
+    """Prepare the data, fix and record the split, seed, build the model and its loss: the run's context."""
     p, d = spec.protocol, spec.data
     t_start = time.time()
     data = prepare(d.name, p.input_size, d.root or data_root, d.options, limit=d.limit, progress=progress)
@@ -257,142 +221,148 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
                   "duplicate_policy": d.duplicates, "split": d.split, "num_folds": d.num_folds, "fold": d.fold})
 
     seed_everything(p.seed, p.deterministic)
-    num_classes = card.num_classes
-    loss_spec = resolve_loss(p.loss, num_classes)
-    n_out = out_channels(loss_spec, num_classes)
+    loss_spec = resolve_loss(p.loss, card.num_classes)
+    n_out = out_channels(loss_spec, card.num_classes)
     model = create_model(spec.model.name, n_out, in_channels=card.channels, pretrained=spec.model.pretrained,
                          **spec.model.kwargs).to(device)
-    mean, std = model.card.mean, model.card.std
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sched = make_scheduler(p.schedule, opt, p.epochs)
-    amp = use_amp(p.amp, device, model.card)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
-    gen = torch.Generator().manual_seed(p.seed)
+    feed = Feed(device, use_amp(p.amp, device, model.card), tuple(model.card.mean), tuple(model.card.std),
+                p.batch_size)
     aug = AUGMENTATIONS.get(p.augmentation)
     write_json(store.path("augmentation.json"), {**aug.to_dict(), "description": aug.description,
                                                  "source": aug.source, "notes": list(aug.notes), "seed": p.seed})
-    start_epoch, best, best_epoch, bad, log = 0, -math.inf, -1, 0, []
-    sign = 1.0 if p.monitor == "val_mdsc" else -1.0
-    ckpt_info = {"model": spec.model.name, "kwargs": spec.model.kwargs, "num_outputs": n_out,
-                 "in_channels": card.channels, "labels": list(card.labels), "input_size": p.input_size,
-                 "mean": list(mean), "std": list(std), "dataset": card.name, "run_id": spec.run_id,
-                 "loss": loss_spec.name}
+    return RunContext(spec, store, data, split, model, loss_spec, n_out, feed, aug, progress, t_start)
 
+
+def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | None, tracker) -> Fit:
+    """Train epoch by epoch, validate after each, keep the best checkpoint and a resume state; stop early on
+    ``patience``, pause after ``until_epoch``. A resume state left by an interrupted call is continued."""
+    from tqdm import tqdm
+
+    spec, model, store, feed = ctx.spec, ctx.model, ctx.store, ctx.feed
+    p, card = spec.protocol, ctx.data.card
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = make_scheduler(p.schedule, opt, p.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=feed.amp and not torch.cuda.is_bf16_supported())
+    gen = torch.Generator().manual_seed(p.seed)
+    fit = Fit(log=[], best_epoch=-1)
+    bad, start_epoch, sign = 0, 0, _sign(spec)
+    ckpt_info = {"model": spec.model.name, "kwargs": spec.model.kwargs, "num_outputs": ctx.n_out,
+                 "in_channels": card.channels, "labels": list(card.labels), "input_size": p.input_size,
+                 "mean": list(feed.mean), "std": list(feed.std), "dataset": card.name, "run_id": spec.run_id,
+                 "loss": ctx.loss.name}
     state = load_state(store.state_file)
     if state is not None:  # resume an interrupted run from its last finished epoch
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
-        start_epoch, best, best_epoch, bad = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad"]
-        log = store.log()[:start_epoch]
+        start_epoch, fit.best, fit.best_epoch, bad = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad"]
+        fit.log = store.log()[:start_epoch]
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
 
-    bs = p.batch_size
-    train_idx = np.asarray(split.train)
-    stopped_early = False
-    bar = tqdm(range(start_epoch, p.epochs), desc=spec.run_name[:40], disable=not progress, leave=False)
+    bar = tqdm(range(start_epoch, p.epochs), desc=spec.run_name[:40], disable=not ctx.progress, leave=False)
     for epoch in bar:
         if bad and p.patience is not None and bad >= p.patience:
-            stopped_early = True
+            fit.stopped_early = True
             break
         t0 = time.time()
-        model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        n_batches = max(1, len(order) // bs)
-        if p.max_steps_per_epoch:
-            n_batches = min(n_batches, p.max_steps_per_epoch)
-        total = torch.zeros((), device=device)
-        for b in range(n_batches):
-            if deadline and time.time() > deadline:
-                raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
-                                f"a retry resumes from it)")
-            x, y = _train_batch(data, order[b * bs:(b + 1) * bs].tolist(), device, mean, std, aug, gen)
-            with autocast(device, amp):
-                logits = model(x)
-            loss = loss_spec.fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if p.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            total += loss.detach()
-            # finiteness is checked every 16 steps and at the end of the epoch: a per-step check would force a
-            # GPU sync on every step; a NaN still stops the run within 16 steps, before any checkpoint is saved
-            if (b % 16 == 15 or b == n_batches - 1) and not torch.isfinite(total):
-                raise RunFailed(f"non-finite training loss at epoch {epoch} (by step {b}): lower protocol.lr or "
-                                f"disable protocol.amp")
-        total = float(total)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        total, n_batches = _train_epoch(ctx, opt, scaler, gen, epoch, deadline)
         train_time = time.time() - t0
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        val = _validate(model, data, split.val, loss_spec, bs, device, amp, mean, std, num_classes)
+        val = _validate(model, ctx.data, ctx.split.val, ctx.loss, feed)
         score = sign * val[p.monitor]
-        if score > best:
-            best, best_epoch, bad = score, epoch, 0
+        if score > fit.best:
+            fit.best, fit.best_epoch, bad = score, epoch, 0
             save_weights(model, store.dir / "checkpoint", ckpt_info | {"epoch": epoch, p.monitor: val[p.monitor]})
         else:
             bad += 1
-        log.append({"epoch": epoch, "lr": lr, "train_loss": total / n_batches, **val,
-                    "steps": n_batches, "train_seconds": train_time, "seconds": time.time() - t0})
-        write_json(store.path("log.json"), log)
+        fit.log.append({"epoch": epoch, "lr": lr, "train_loss": total / n_batches, **val,
+                        "steps": n_batches, "train_seconds": train_time, "seconds": time.time() - t0})
+        write_json(store.path("log.json"), fit.log)
         if on_epoch is not None:
-            on_epoch(log[-1])
+            on_epoch(fit.log[-1])
         if tracker is not None:
-            tracker.epoch(log[-1], bs)
+            tracker.epoch(fit.log[-1], feed.batch_size)
         save_state(store.state_file, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "generator": gen.get_state(), "best": best,
-                                      "best_epoch": best_epoch, "bad": bad,
+                                      "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                                      "best": fit.best, "best_epoch": fit.best_epoch, "bad": bad,
                                       **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})})
         bar.set_postfix(loss=f"{total / n_batches:.3f}", val_mdsc=f"{val['val_mdsc']:.3f}")
         if until_epoch is not None and epoch >= until_epoch and epoch < p.epochs - 1:
-            return {"paused": True, "epochs_run": len(log), "log": log, "best_val": {p.monitor: sign * best}}
+            fit.paused = True
+            return fit
     else:
-        stopped_early = bool(p.patience is not None and bad >= p.patience and len(log) < p.epochs)
-    train_seconds = sum(e["seconds"] for e in log)
-    train_peak_mb = _peak_memory_mb(device)
-    if not p.evaluate_test:  # model-selection run: validation only, the test split is never touched
-        best_val = max(e[p.monitor] for e in log) if p.monitor == "val_mdsc" else min(e[p.monitor] for e in log)
-        summary = {"run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name,
-                   "family": model.card.family, "dataset": card.name, "fold": d.fold, "seed": p.seed, "lr": p.lr,
-                   "validation_only": True, "best_val": {p.monitor: best_val}, "best_epoch": best_epoch,
-                   "epochs_run": len(log), "train_seconds": train_seconds, "wall_seconds": time.time() - t_start,
-                   "params": count_params(model), "device": device_name(device), "metrics": {}, "per_class": {}}
-        write_json(store.path("summary.json"), summary)
-        store.state_file.unlink(missing_ok=True)
-        return summary
+        fit.stopped_early = bool(p.patience is not None and bad >= p.patience and len(fit.log) < p.epochs)
+    fit.train_peak_mb = _peak_memory_mb(feed.device)
+    return fit
 
-    # test: once, with the checkpoint chosen on validation
-    t_test = time.time()
-    load_weights(model, store.dir / "checkpoint")
-    extra = {"run_id": spec.run_id, "model": spec.model.name, "dataset": card.name, "fold": d.fold, "seed": p.seed}
-    records, preds = _evaluate_test(model, data, split.test, spec, device, amp, mean, std, extra, progress)
-    df = pd.DataFrame.from_records(records)
-    atomic_write(store.path("records.parquet"), lambda tmp: df.to_parquet(tmp, index=False), suffix=".parquet")
-    atomic_write(store.path("predictions.npz"),
-                 lambda tmp: np.savez_compressed(tmp, ids=np.array([data.ids[i] for i in split.test]), labels=preds),
-                 suffix=".npz")
-    _save_gallery(store, data, split.test, preds, df)
-    efficiency = _efficiency(model, p, card.channels, device)
-    summary = {
-        "run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name, "family": model.card.family,
-        "dataset": card.name, "fold": d.fold, "seed": p.seed, "metrics": reduce(df), "per_class": per_class(df),
+
+def _train_epoch(ctx: RunContext, opt, scaler, gen: torch.Generator, epoch: int,
+                 deadline: float | None) -> tuple[float, int]:
+    """One epoch of optimizer steps over a shuffled training split: (summed loss, number of steps)."""
+    p, model, device = ctx.spec.protocol, ctx.model, ctx.feed.device
+    bs = p.batch_size
+    model.train()
+    train_idx = np.asarray(ctx.split.train)
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    n_batches = max(1, len(order) // bs)
+    if p.max_steps_per_epoch:
+        n_batches = min(n_batches, p.max_steps_per_epoch)
+    total = torch.zeros((), device=device)
+    for b in range(n_batches):
+        if deadline and time.time() > deadline:
+            raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
+                            f"a retry resumes from it)")
+        x, y = _train_batch(ctx, order[b * bs:(b + 1) * bs].tolist(), gen)
+        with autocast(device, ctx.feed.amp):
+            logits = model(x)
+        loss = ctx.loss.fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if p.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        total += loss.detach()
+        # finiteness is checked every 16 steps and at the end of the epoch: a per-step check would force a
+        # GPU sync on every step; a NaN still stops the run within 16 steps, before any checkpoint is saved
+        if (b % 16 == 15 or b == n_batches - 1) and not torch.isfinite(total):
+            raise RunFailed(f"non-finite training loss at epoch {epoch} (by step {b}): lower protocol.lr or "
+                            f"disable protocol.amp")
+    total = float(total)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return total, n_batches
+
+
+def _summarize(ctx: RunContext, fit: Fit, tested: tuple[Any, float] | None) -> dict[str, Any]:
+    """``summary.json``: the run's identity, training facts, and (after a test) metrics, cost and versions."""
+    spec, p, model, device = ctx.spec, ctx.spec.protocol, ctx.model, ctx.feed.device
+    train_seconds = sum(e["seconds"] for e in fit.log)
+    base = {"run_id": spec.run_id, "run_name": spec.run_name, "model": spec.model.name,
+            "family": model.card.family, "dataset": ctx.data.card.name, "fold": spec.data.fold, "seed": p.seed}
+    if tested is None:  # model-selection run: validation only, the test split is never touched
+        best_val = max(e[p.monitor] for e in fit.log) if p.monitor == "val_mdsc" else min(e[p.monitor] for e in fit.log)
+        return base | {"lr": p.lr, "validation_only": True, "best_val": {p.monitor: best_val},
+                       "best_epoch": fit.best_epoch, "epochs_run": len(fit.log), "train_seconds": train_seconds,
+                       "wall_seconds": time.time() - ctx.t_start, "params": count_params(model),
+                       "device": device_name(device), "metrics": {}, "per_class": {}}
+    df, t_test = tested
+    cost = efficiency(model, p, ctx.data.card.channels, device)
+    return base | {
+        "metrics": reduce(df), "per_class": per_class(df),
         "empty_reference_cases": int(df.groupby("case_id")["ref_empty"].all().sum()),
-        "best_epoch": best_epoch, "epochs_run": len(log), "stopped_early": stopped_early,
-        "train_seconds": train_seconds, "test_seconds": time.time() - t_test, "wall_seconds": time.time() - t_start,
-        "params": count_params(model), "efficiency": efficiency, "train_peak_memory_mb": train_peak_mb,
-        "seconds_per_epoch": train_seconds / max(len(log), 1), "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
-        "eval_resolution": p.eval_resolution, "amp_used": amp, "device": device_name(device),
+        "best_epoch": fit.best_epoch, "epochs_run": len(fit.log), "stopped_early": fit.stopped_early,
+        "train_seconds": train_seconds, "test_seconds": time.time() - t_test, "wall_seconds": time.time() - ctx.t_start,
+        "params": count_params(model), "efficiency": cost, "train_peak_memory_mb": fit.train_peak_mb,
+        "seconds_per_epoch": train_seconds / max(len(fit.log), 1), "n_train": len(ctx.split.train),
+        "n_val": len(ctx.split.val), "n_test": len(ctx.split.test),
+        "eval_resolution": p.eval_resolution, "amp_used": ctx.feed.amp, "device": device_name(device),
         "versions": {"segarena": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
-    write_json(store.path("summary.json"), summary)
-    store.state_file.unlink(missing_ok=True)
-    return summary
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -402,40 +372,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-
-
-def _efficiency(model, p, in_channels: int, device: torch.device) -> dict[str, Any]:
-    """Parameters, FLOPs/MACs, latency (batch 1) and throughput at the protocol's input size on this device."""
-    from ..metrics.efficiency import measure_efficiency
-
-    try:
-        eff = measure_efficiency(model, p.input_size, in_channels=in_channels, device=device,
-                                 batch_size=p.batch_size, warmup=1, repeats=3 if device.type == "cpu" else 20,
-                                 dtype=torch.bfloat16 if p.amp and device.type == "cuda" else torch.float32,
-                                 name=model.card.name)
-        return eff.to_dict()
-    except Exception as exc:  # noqa: BLE001 - a cost measurement must never lose a finished run's results
-        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-
-
-def _save_gallery(store: RunStore, data: PreparedDataset, test_idx: list[int], preds: np.ndarray, df,
-                  n: int = 3) -> None:
-    """Best and worst test cases (by per-case Dice) as image | overlay PNGs, for the report."""
-    from PIL import Image
-
-    from .._paths import file_part
-    from ..data.overlay import side_by_side
-
-    case_dice = df.groupby("case_id")["dice"].mean().sort_values(kind="stable")
-    pos = {data.ids[i]: (j, i) for j, i in enumerate(test_idx)}
-    folder = store.dir / "gallery"
-    folder.mkdir(exist_ok=True)
-    picks = [("worst", c) for c in case_dice.index[:n]] + [("best", c) for c in case_dice.index[::-1][:n]]
-    for rank, (kind, cid) in enumerate(picks):
-        j, i = pos[cid]
-        strip = side_by_side(np.asarray(data.images[i]), np.asarray(data.masks[i]), preds[j])
-        name = f"{kind}_{rank % n}_{file_part(cid)}_dice{case_dice[cid]:.3f}.png"  # case ids may hold '/'
-        atomic_write(folder / name, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"), suffix=".png")
 
 
 __all__ = ["RunResult", "run"]

@@ -1,0 +1,71 @@
+"""The frozen context one run's steps share (:class:`RunContext`), how batches reach the model (:class:`Feed`),
+what training leaves behind (:class:`Fit`), and the batch helpers of validation and test."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunSpec
+from ..data.augment import normalize
+from ..data.prepare import PreparedDataset
+from ..data.splits import Split
+from ..store import RunStore
+from .losses import LossSpec
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How batches reach the model: the device, mixed precision, the weights' normalization and the batch size."""
+    device: torch.device
+    amp: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything one run's steps share, fixed before training starts: the spec, where results go, the prepared
+    data and its split, the model with its loss, and how batches are fed. The steps are :func:`_fit`,
+    :func:`_evaluate` and :func:`_summarize`; only the model's weights change while they run."""
+    spec: RunSpec
+    store: RunStore
+    data: PreparedDataset
+    split: Split
+    model: Any
+    loss: LossSpec
+    n_out: int
+    feed: Feed
+    aug: Any
+    progress: bool
+    t_start: float
+
+
+@dataclass
+class Fit:
+    """What training left behind: the epoch log, the selected epoch and how training ended."""
+    log: list[dict[str, Any]]
+    best_epoch: int
+    stopped_early: bool = False
+    paused: bool = False
+    best: float = -math.inf
+    #: peak memory of training (MB), taken when training ends, before the test
+    train_peak_mb: float = 0.0
+
+
+def batches(indices: list[int], bs: int) -> list[list[int]]:
+    return [indices[i:i + bs] for i in range(0, len(indices), bs)]
+
+
+def to_device(data: PreparedDataset, idx: list[int], feed: Feed):
+    idx = sorted(idx)  # memmap locality
+    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(feed.device, non_blocking=True)
+    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(feed.device, non_blocking=True).long()
+    return normalize(x, feed.mean, feed.std), y, idx
+
+
+__all__ = ["Feed", "Fit", "RunContext", "batches", "to_device"]

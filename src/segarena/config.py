@@ -104,6 +104,9 @@ class RunSpec:
     model: ModelConfig = field(default_factory=ModelConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    #: digest of the split this run trains and tests on (the results folder's ``splits/`` file); filled in by
+    #: :meth:`segarena.store.ResultsDir.bind`, never by hand. Part of the run id: a changed split is a new run.
+    split_digest: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -133,6 +136,8 @@ def identity_dict(spec: RunSpec) -> dict[str, Any]:
     d = to_dict(spec)
     d["data"].pop("root", None)
     d.pop("tracking", None)  # loggers watch a run; they do not change its results
+    if d.get("split_digest") is None:  # not bound to a split yet: the id of the configuration alone
+        d.pop("split_digest", None)
     d["schema"] = SCHEMA_VERSION
     pipeline = preset_identity(spec.protocol.augmentation)
     if pipeline is not None:

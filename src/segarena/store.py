@@ -1,6 +1,8 @@
 """The results store: one folder per run id; all writes atomic; a finished run is never redone.
 
 ``<results>/segarena-results.json``           marks the folder as a segarena results store
+``<results>/splits/<dataset>__<key>.json``     the dataset's folds, made once per (dataset, options, limit, folds,
+                                               seed, duplicate policy, split); its digest is part of each run id
 ``<results>/runs/<run_name>/``                 one run (``<model>__<dataset>__f<fold>__s<seed>__<hash>``)
     spec.json        the resolved RunSpec (with its run_id)      status.json   running | complete | failed (+ error)
     log.json         per-epoch training log                      split.json    the case ids of train/val/test
@@ -56,9 +58,36 @@ class ResultsDir:
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
 
+    def split_path(self, spec: RunSpec) -> Path:
+        """Where the split of ``spec``'s data lives in this results folder (one file shared by its folds)."""
+        from ._paths import file_part
+
+        return self.path / "splits" / f"{file_part(spec.data.name, 80)}__{split_key(spec)}.json"
+
+    def bind(self, spec: RunSpec) -> RunSpec:
+        """``spec`` with the digest of its split in this folder (so with its final run id), once the split file
+        exists; unchanged before that (no run on that split can exist yet) or when it is already bound."""
+        if spec.split_digest is not None:
+            return spec
+        path = self.split_path(spec)
+        if not path.is_file():
+            return spec
+        from dataclasses import replace
+
+        from .data.splits import split_digest
+
+        try:
+            record = read_json(path)
+            return replace(spec, split_digest=split_digest(record))
+        except (KeyError, TypeError, AttributeError, ValueError, OSError):
+            raise SegarenaError(f"split file {path} is damaged",
+                                fix="delete it to have the split recomputed (runs on it keep their folders)") from None
+
     def run(self, spec: RunSpec) -> RunStore:
+        """The run folder of ``spec`` (bound to its split, see :meth:`bind`)."""
         from ._paths import inside
 
+        spec = self.bind(spec)
         return RunStore(inside(self.path / "runs", spec.run_name, what="run name"), spec)
 
     def run_dirs(self) -> list[Path]:
@@ -67,6 +96,18 @@ class ResultsDir:
     def scan(self, check_records: bool = True) -> Scan:
         """Every run folder, read defensively: see :func:`scan_runs`."""
         return scan_runs(self.path, check_records=check_records)
+
+
+def split_key(spec: RunSpec) -> str:
+    """What decides a dataset's split, hashed: the data config except its local root, the fold (all folds share
+    one split) and any bound digest."""
+    import hashlib
+
+    d = to_dict(spec.data)
+    for k in ("root", "fold"):
+        d.pop(k, None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 class RunStore:

@@ -82,8 +82,9 @@ def test_lr_phase_never_touches_test_and_cv_uses_chosen_rate(tmp_path, real_data
     assert len(search) == 2
     for d in search:  # model selection runs: no test records, no test predictions
         assert not (d / "records.parquet").exists() and not (d / "predictions.npz").exists()
-    best = max(search, key=lambda d: json.loads((d / "summary.json").read_text())["best_val"]["val_mdsc"])
-    lr = json.loads((best / "summary.json").read_text())["lr"]
+    vals = {s["lr"]: s["best_val"]["val_mdsc"] for s in (json.loads((d / "summary.json").read_text()) for d in search)}
+    # the best validation mDSC; a tie goes to the earlier rate of the study's grid (not to a folder's name)
+    lr = next(r for r in study.lr_search.lrs if vals[r] == max(vals.values()))
     assert out.chosen_lr == {"tiny-fcn|kvasir-seg": lr}
     cv = [d for d in runs if d not in search]
     assert len(cv) == 2 and all(json.loads((d / "spec.json").read_text())["protocol"]["lr"] == lr for d in cv)

@@ -115,7 +115,7 @@ def test_crossval_partners_under_different_roots_and_a_user_partner(real_data_ro
 @pytest.mark.realdata
 def test_nnunet_round_trip(real_data_root, tmp_path, capsys):
     from segarena.data import discover
-    from segarena.data.splits import load_or_create, split_file  # noqa: F401
+    from segarena.data.splits import load_or_create, split_digest  # noqa: F401
 
     assert main(["datasets", "export-nnunet", "kvasir-seg", "--out", str(tmp_path / "raw"), "--id", "501",
                  "--limit", "15", "--data-root", str(real_data_root)]) == 0

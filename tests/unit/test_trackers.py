@@ -75,7 +75,7 @@ def test_run_logs_every_epoch_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
     res = run(spec, tmp_path / "r", device="cpu")
     log = res.store.log()
     assert len(log) == 3
-    tb = _scalars(tmp_path / "r" / "tensorboard" / "runs" / spec.run_name)
+    tb = _scalars(tmp_path / "r" / "tensorboard" / "runs" / res.store.dir.name)
     for tag, key in (("val/mdsc", "val_mdsc"), ("train/loss", "train_loss"), ("val/loss", "val_loss"),
                      ("lr", "lr")):
         assert [s for s, _ in tb[tag]] == [0, 1, 2]
@@ -86,8 +86,9 @@ def test_run_logs_every_epoch_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
     client = _client(tmp_path / "r" / "mlruns")
     exp = client.get_experiment_by_name("segarena")
     (mrun,) = client.search_runs([exp.experiment_id])
-    assert mrun.info.run_name == spec.run_name and mrun.info.status == "FINISHED"
-    assert mrun.data.tags["segarena.run_id"] == spec.run_id
+    bound = res.store.spec  # the spec bound to its split: the run id it was stored under
+    assert mrun.info.run_name == bound.run_name == res.store.dir.name and mrun.info.status == "FINISHED"
+    assert mrun.data.tags["segarena.run_id"] == bound.run_id
     assert mrun.data.params["model.name"] == "tiny-fcn" and mrun.data.params["protocol.augmentation"] == "light"
     hist = client.get_metric_history(mrun.info.run_id, "val/mdsc")
     assert [(m.step, m.value) for m in sorted(hist, key=lambda m: m.step)] == \
@@ -100,6 +101,7 @@ def test_run_logs_every_epoch_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
 def test_study_has_one_parent_and_its_runs_as_children(tmp_path, monkeypatch):
     from segarena.runner.study import study_from_dict
     from segarena.runner.study_runner import run_study
+    from segarena.store import ResultsDir
 
     monkeypatch.setenv("SEGARENA_CACHE", str(tmp_path / "cache"))
     data = _data(tmp_path / "d")
@@ -126,4 +128,4 @@ def test_study_has_one_parent_and_its_runs_as_children(tmp_path, monkeypatch):
         assert [s for s, _ in _scalars(folder)["val/mdsc"]] == [0, 1]
     # the run ids are the study's own, untouched by tracking
     assert {d.name for d in (tmp_path / "r" / "runs").iterdir()} == \
-        {s.run_name for m, d in study.pairs() for s in study.cv_specs(m, d)}
+        {ResultsDir(tmp_path / "r").bind(s).run_name for m, d in study.pairs() for s in study.cv_specs(m, d)}

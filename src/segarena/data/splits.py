@@ -17,7 +17,6 @@ import numpy as np
 
 from .._errors import DataError
 from .._io import write_json
-from .download import cache_dir
 
 #: perceptual-hash Hamming distance (of 64 bits) at or below which two images count as near-duplicates
 PHASH_MAX_DISTANCE = 4
@@ -125,11 +124,10 @@ def rotation(fold_of: dict[str, int], ids: list[str], num_folds: int, fold: int)
     return Split(train=tr, val=va, test=te)
 
 
-def split_file(dataset: str, ids: list[str], num_folds: int, seed: int, duplicates: str = "group",
-               split: str = "kfold") -> Path:
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:10]
-    extra = ("" if duplicates == "group" else f"-{duplicates}") + ("" if split == "kfold" else f"-{split}")
-    return cache_dir() / "splits" / f"{dataset}-{digest}-k{num_folds}-seed{seed}{extra}.json"
+def split_digest(record: dict[str, Any]) -> str:
+    """Digest of what a split decides: every case's fold and the cases removed as duplicates (12 hex digits)."""
+    blob = json.dumps({"folds": record["folds"], "removed": sorted(record.get("removed", []))}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def official_folds(ids: list[str], meta: list[dict[str, Any]], num_folds: int, dataset: str) -> dict[str, int]:
@@ -150,7 +148,9 @@ def official_folds(ids: list[str], meta: list[dict[str, Any]], num_folds: int, d
 def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list[str], phash: list[str],
                    num_folds: int, seed: int, path: Path | None = None, *, duplicates: str = "group",
                    split: str = "kfold", meta: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The split record for these cases: read from its file if it exists, else computed once and written.
+    """The split record for these cases: read from ``path`` if it exists, else computed (and written to ``path``;
+    with ``path=None`` only computed). A run's split file lives in its results folder
+    (:meth:`segarena.store.ResultsDir.split_path`), and its digest (:func:`split_digest`) is part of the run id.
 
     A dataset that ships its own folds as nnU-Net's ``splits_final.json`` (``meta["splits_final"]``) uses them:
     they are segarena's split unless ``data.options.splits_final=false``."""
@@ -161,15 +161,17 @@ def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list
             raise DataError(f"{dataset}: splits_final.json has {k} folds, the run asks for {num_folds}",
                             fix=f"use --set data.num_folds={k}, or --set data.options.splits_final=false")
         split = "official"
-    if path is None and split == "official" and meta:
-        token = hashlib.sha256(json.dumps([m.get(f"fold_{num_folds}") for m in meta]).encode()).hexdigest()[:8]
-        path = split_file(dataset, ids, num_folds, seed, duplicates, split).with_suffix(f".{token}.json")
-    path = path or split_file(dataset, ids, num_folds, seed, duplicates, split)
-    if path.is_file():
+    if path is not None and path.is_file():
         record = json.loads(path.read_text())
         if sorted(record["folds"]) != sorted(ids):
             raise DataError(f"split file {path} does not match the dataset's cases",
                             fix="delete it to have the split recomputed (results from the old split stay valid)")
+        if record.get("split") == "official" and meta:
+            now = official_folds(ids, meta, num_folds, dataset)
+            if any(f >= 0 and now[c] != f for c, f in record["folds"].items()):
+                raise DataError(f"split file {path} no longer matches {dataset}'s published folds",
+                                fix="delete it to have the split recomputed (runs on the old split keep their "
+                                    "folders; new runs get new run ids)")
         return record
     dups = find_duplicates(ids, sha256, phash)
     if split == "official":
@@ -190,5 +192,6 @@ def load_or_create(dataset: str, ids: list[str], groups: list[str], sha256: list
         "fold_sizes": [sum(1 for f in fold_of.values() if f == k) for k in range(num_folds)],
         "num_groups": len(set(groups)),
     }
-    write_json(path, record)
+    if path is not None:
+        write_json(path, record)
     return record

@@ -23,7 +23,7 @@ from .._io import write_json
 from ..config import RunSpec
 from ..data.augment import AUGMENTATIONS, augment, normalize, normalize_unit, to_unit
 from ..data.prepare import PreparedDataset, prepare
-from ..data.splits import load_or_create, rotation
+from ..data.splits import load_or_create, rotation, split_digest
 from ..metrics.efficiency import device_name
 from ..metrics.overlap import per_class, reduce
 from ..models import count_params, create_model
@@ -64,7 +64,11 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
     kept); calling ``run`` again continues — successive halving promotes runs this way.
     """
     validate_spec(spec)
-    store = ResultsDir(results).run(spec)
+    rd = ResultsDir(results)
+    spec = rd.bind(spec)
+    if spec.split_digest is None:  # the first run on this split in this folder: make the split, then name the run
+        spec = _make_split(spec, rd, data_root, progress)
+    store = rd.run(spec)
     if store.is_complete():
         from ..data import stale_user_dataset
 
@@ -107,6 +111,22 @@ def run(spec: RunSpec, results: str | os.PathLike = "results", *, data_root: str
         raise
     finally:
         store.release()
+
+
+def _split_record(spec: RunSpec, data: PreparedDataset, path) -> dict[str, Any]:
+    """The split record of ``data`` for ``spec``, read from (or written once to) ``path`` in the results folder."""
+    d = spec.data
+    return load_or_create(data.card.name, data.ids, data.groups, data.index["sha256"], data.index["phash"],
+                          d.num_folds, d.split_seed, path, duplicates=d.duplicates, split=d.split,
+                          meta=data.index["meta"])
+
+
+def _make_split(spec: RunSpec, rd: ResultsDir, data_root, progress: bool) -> RunSpec:
+    """Prepare the data, write its split beside the results, and return ``spec`` bound to that split."""
+    d = spec.data
+    data = prepare(d.name, spec.protocol.input_size, d.root or data_root, d.options, limit=d.limit, progress=progress)
+    _split_record(spec, data, rd.split_path(spec))
+    return rd.bind(spec)
 
 
 def _open_tracker(spec: RunSpec, store: RunStore):
@@ -204,9 +224,11 @@ def _setup(spec: RunSpec, store: RunStore, data_root, device: torch.device, prog
     t_start = time.time()
     data = prepare(d.name, p.input_size, d.root or data_root, d.options, limit=d.limit, progress=progress)
     card = data.card
-    split_rec = load_or_create(card.name, data.ids, data.groups, data.index["sha256"], data.index["phash"],
-                               d.num_folds, d.split_seed, duplicates=d.duplicates, split=d.split,
-                               meta=data.index["meta"])
+    split_path = ResultsDir(store.dir.parents[1], create=False).split_path(spec)
+    split_rec = _split_record(spec, data, split_path)
+    if split_digest(split_rec) != spec.split_digest:
+        raise SegarenaError(f"the split in {split_path} changed since run {spec.run_name} was named",
+                            fix="run it again: the run is named after the split it finds")
     split = rotation(split_rec["folds"], data.ids, d.num_folds, d.fold)
     if not split.train or not split.val or not split.test:
         raise SegarenaError(f"fold {d.fold} of {d.name}: empty train, validation or test set",

@@ -78,8 +78,10 @@ def add_method(results: str | os.PathLike, name: str, dataset: str, fold: int, p
                    model=ModelConfig(name=name, kwargs={"external": True}),
                    protocol=ProtocolConfig(nsd_tau=nsd_tau))
     data = prepare(dataset, input_size, data_root, spec.data.options, limit=limit)
+    rd = ResultsDir(results)  # the same split file as the trained runs in this folder, so the same test cases
     rec = load_or_create(dataset, data.ids, data.groups, data.index["sha256"], data.index["phash"], num_folds,
-                         split_seed, duplicates=duplicates, split=split, meta=data.index["meta"])
+                         split_seed, rd.split_path(spec), duplicates=duplicates, split=split, meta=data.index["meta"])
+    spec = rd.bind(spec)
     sp = rotation(rec["folds"], data.ids, num_folds, fold)
     test_ids = {data.ids[i]: i for i in sp.test}
     files = list_images(pred_dir, "predictions")

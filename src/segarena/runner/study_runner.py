@@ -87,8 +87,8 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
                               "pid": os.getpid(), "host": socket.gethostname(), "pid_start": process_start(os.getpid()),
                               "executor": executor, "study": to_dict(study), "chosen_lr": out.chosen_lr,
                               "expected_runs": total,
-                              "submitted": {rid: sp.run_name for rid, sp in specs.items()},
-                              "runs": {rid: {"name": specs[rid].run_name, "state": r["state"],
+                              "submitted": {rid: rd.bind(sp).run_name for rid, sp in specs.items()},
+                              "runs": {rid: {"name": rd.bind(specs[rid]).run_name, "state": r["state"],
                                              "error": r.get("error")} for rid, r in out.results.items()}})
 
     tracker = _study_tracker(study, rd.path)
@@ -126,6 +126,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
                     submit(spec)
                     continue
                 out.results[run_id] = res
+                out.names[run_id] = rd.bind(spec).run_name  # the folder it ran in, named after its split
                 bar.update(1)
                 if res["state"] == "failed" and progress:
                     tqdm.write(f"failed {spec.run_name}: {res.get('error')}")
@@ -158,7 +159,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
     return out
 
 
-def _planned_runs(info: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+def _planned_runs(info: dict[str, Any], runs: dict[str, Any], rd: ResultsDir) -> list[str]:
     """Run folder names a study's manifest implies: its LR-search runs, and the CV runs of every pair whose
     learning rate is known (from the manifest, or recomputed from the search runs complete on disk, as the
     runner does); plus whatever it recorded as submitted."""
@@ -172,15 +173,15 @@ def _planned_runs(info: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     chosen = info.get("chosen_lr") or {}
     for m, d in study.pairs():
         search = study.search_specs(m, d)
-        names += [s.run_name for s in search]
+        search_names = [rd.bind(s).run_name for s in search]
+        names += search_names
         lr = chosen.get(f"{m}|{d}")
         if search and lr is None:
-            done = [runs[s.run_name].summary for s in search
-                    if s.run_name in runs and runs[s.run_name].summary is not None]
+            done = [runs[n].summary for n in search_names if n in runs and runs[n].summary is not None]
             if len(done) < len(search):
                 continue  # the search is not finished: its CV runs are not known yet
             lr = pick_lr(done, study.protocol.monitor, study.lr_search.lrs if study.lr_search else None)
-        names += [s.run_name for s in study.cv_specs(m, d, lr)]
+        names += [rd.bind(s).run_name for s in study.cv_specs(m, d, lr)]
     return list(dict.fromkeys(names))
 
 
@@ -206,7 +207,7 @@ def study_status(results: str | os.PathLike) -> list[dict[str, Any]]:
             continue
         counts = {"done": 0, "running": 0, "interrupted": 0, "failed": 0, "damaged": 0}
         durations, problems = [], []
-        for name in _planned_runs(info, runs):
+        for name in _planned_runs(info, runs, rd):
             if name in damaged:
                 counts["damaged"] += 1
                 problems.append(damaged[name].line())

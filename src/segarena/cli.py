@@ -244,8 +244,8 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .report import build_report, leaderboard_text, load_results
-    from .runner.grid import GridSpec, run_grid
+    from .report.compare import compare
+    from .runner.grid import GridSpec
 
     base = _base_spec(a)
     try:
@@ -255,17 +255,18 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise ConfigError(f"--folds/--seeds take comma-separated integers, got {a.folds!r}/{a.seeds!r}") from None
     grid = GridSpec(models=_csv(a.models), datasets=_csv(a.datasets), folds=folds, seeds=seeds,
                     protocol=base.protocol, data=base.data, pretrained=base.model.pretrained)
-    rows = run_grid(grid.expand(), a.results, data_root=a.data_root, device=a.device, progress=True)
-    failed = [r for r in rows if r.state == "failed"]
+    return _print_comparison(compare(grid, a.results, data_root=a.data_root, device=a.device, argv=a.argv))
+
+
+def _print_comparison(comp) -> int:
+    """Leaderboard, caveats and verdicts, the report's path; 1 when a run failed (named on stderr)."""
     print()
-    print(leaderboard_text(load_results(a.results)["runs"]))
-    _log_command(a, a.argv)
-    paths = build_report(a.results)
-    _print_verdicts(paths)
-    print(f"\nreport: {paths['html']}")
-    if failed:
-        print(f"segarena: {len(failed)} of {len(rows)} run(s) failed: "
-              f"{_names([f'{r.spec.run_name} ({r.error})' for r in failed])}", file=sys.stderr)
+    print(comp.leaderboard)
+    _print_verdicts(comp.paths)
+    print(f"\nreport: {comp.paths['html']}")
+    if comp.failed:
+        print(f"segarena: {len(comp.failed)} of {len(comp.rows)} run(s) failed: "
+              f"{_names([f'{r.spec.run_name} ({r.error})' for r in comp.failed])}", file=sys.stderr)
         return 1
     return 0
 
@@ -371,14 +372,8 @@ def cmd_study_status(a: argparse.Namespace) -> int:
     return 0
 
 
-#: candidates of `segarena select` when --models is not given: four mid-sized, strong members of both families,
-#: ImageNet-initialised where they have weights (nnU-Net trains from scratch by design)
-SELECT_DEFAULT = ("unet-vgg16", "nnunet-plain", "segformer-b2", "upernet-convnext-t")
-
-
 def cmd_select(a: argparse.Namespace) -> int:
     from .config import apply_overrides
-    from .models import MODELS
     from .runner.select import select
 
     spec = _base_spec(a)
@@ -390,9 +385,7 @@ def cmd_select(a: argparse.Namespace) -> int:
             and not getattr(a, "config", None):
         # nobody chose: start from ImageNet weights where a candidate has them (racing from scratch wastes budget)
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, pretrained="auto"))
-    models = list(_csv(a.models)) if a.models else [m for m in SELECT_DEFAULT if m in MODELS]
-    for m in models:
-        MODELS.get(m)
+    models = list(_csv(a.models)) if a.models else None  # None: select's default candidates
     res = select(spec, models, a.results, budget_epochs=a.budget, eta=a.eta, data_root=a.data_root,
                  device=a.device, progress=True)
     t = res.test
@@ -404,8 +397,8 @@ def cmd_select(a: argparse.Namespace) -> int:
 
 
 def cmd_crossval(a: argparse.Namespace) -> int:
-    from .runner.crossdata import (cross_evaluate, generalization_gaps, matrix, ood_ranking, parse_partner,
-                                   write_cross_summary)
+    from .runner.crossdata import (cross_evaluate, cross_text, generalization_gaps, matrix, ood_ranking,
+                                   parse_partner, write_cross_summary)
 
     problems: list = []
     partners = [parse_partner(t) for t in a.partner]
@@ -421,17 +414,7 @@ def cmd_crossval(a: argparse.Namespace) -> int:
         _print_json({"matrix": mat.to_dict("records"), "gaps": gaps.to_dict("records"),
                      "ranking": ood_ranking(gaps).to_dict("records")})
         return 0
-    for model, g in mat.groupby("model"):
-        print(f"\n{model}: mDSC % (higher is better; rows: trained on, columns: tested on)")
-        print(g.pivot(index="train", columns="test", values="mdsc").mul(100).round(1).to_string())
-    if not gaps.empty:
-        print("\ngeneralization gap (in-domain - out-of-domain, mDSC percentage points, 95% bootstrap CI; "
-              "smaller is better):")
-        for r in gaps.itertuples():
-            print(f"  {r.model:<24} {r.train} -> {r.test}: {r.gap * 100:+.1f} "
-                  f"[{r.gap_ci_low * 100:+.1f}, {r.gap_ci_high * 100:+.1f}]")
-        print("\nranking by out-of-domain mDSC, higher first (in-domain rank beside):")
-        print(ood_ranking(gaps).to_string(index=False))
+    print(cross_text(mat, gaps))
     return 0
 
 
@@ -504,13 +487,12 @@ def _measure_note(name: str, dist_unit: str = "px") -> str:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
-    ns = argparse.Namespace(command="demo", argv=a.argv, models="unet,segformer-b0", datasets="kvasir-seg",
-                            folds="0", seeds="0",
-                            preset="cpu-demo", config=None, set=list(a.set or []), results=a.results,
-                            data_root=a.data_root, device=a.device)
+    from .report.compare import compare, demo_grid
+
     print("segarena demo: U-Net (medical) vs SegFormer-B0 (general-purpose) on Kvasir-SEG, fold 0 of 5, "
           "CPU-sized protocol (configs/protocols/cpu-demo.yaml)\n")
-    return cmd_compare(ns)
+    return _print_comparison(compare(demo_grid(a.set or []), a.results, data_root=a.data_root, device=a.device,
+                                     argv=a.argv))
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
@@ -737,7 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="recommend a model for your data: a budgeted successive-halving race")
     p.add_argument("--data", help="folder with images/ and masks/ (the `folder` dataset)")
     p.add_argument("--dataset", default="folder", help="dataset name (default: folder, with --data)")
-    p.add_argument("--models", help=f"comma-separated candidates (default: {', '.join(SELECT_DEFAULT)})")
+    p.add_argument("--models", help="comma-separated candidates (default: unet-vgg16, nnunet-plain, segformer-b2, "
+                                    "upernet-convnext-t: segarena.runner.select.DEFAULT_CANDIDATES)")
     p.add_argument("--budget", type=int, default=60, help="total training epochs over all candidates")
     p.add_argument("--eta", type=int, default=2, help="keep the best 1/eta at each rung")
     p.add_argument("--config", help="YAML file of a RunSpec used as the base")

@@ -14,6 +14,7 @@ from segarena.config import RunSpec
 from segarena.runner import plan as plan_mod
 from segarena.runner.plan import StudyRefused, plan_study, preflight
 from segarena.runner.study import load_study, study_from_dict
+from segarena.store import ResultsDir
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "configs" / "studies" / "borst2026.yaml"
@@ -113,7 +114,7 @@ def test_paper_preset_means_pretrained_where_weights_exist():
 
 
 def test_select_defaults_are_few_pretrained_capable_models():
-    from segarena.cli import SELECT_DEFAULT
+    from segarena.runner.select import DEFAULT_CANDIDATES as SELECT_DEFAULT
     from segarena.models import MODELS
 
     assert len(SELECT_DEFAULT) <= 4 and "unet" not in SELECT_DEFAULT
@@ -217,7 +218,7 @@ def test_lr_search_trains_each_rate_through_optimizer_and_schedule(tmp_path, rea
     weights = {}
     vals = {}
     for lr, spec in search.items():
-        d = tmp_path / "r" / "runs" / spec.run_name
+        d = tmp_path / "r" / "runs" / ResultsDir(tmp_path / "r").bind(spec).run_name
         log = json.loads((d / "log.json").read_text())
         assert [e["lr"] for e in log] == pytest.approx([lr * _rex(0, 2), lr * _rex(1, 2)])
         summary = json.loads((d / "summary.json").read_text())

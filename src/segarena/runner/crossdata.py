@@ -282,3 +282,20 @@ def write_cross_summary(results: str | os.PathLike, records: pd.DataFrame) -> Pa
     path = rd.path / "crossdata.parquet"
     atomic_write(path, lambda tmp: records.to_parquet(tmp, index=False), suffix=".parquet")
     return path
+
+
+def cross_text(mat: pd.DataFrame, gaps: pd.DataFrame) -> str:
+    """The printed form of a cross-dataset evaluation: per model the train x test mDSC matrix, then the
+    generalization gaps with their intervals and the out-of-domain ranking."""
+    lines: list[str] = []
+    for model, g in mat.groupby("model"):
+        lines += [f"\n{model}: mDSC % (higher is better; rows: trained on, columns: tested on)",
+                  g.pivot(index="train", columns="test", values="mdsc").mul(100).round(1).to_string()]
+    if not gaps.empty:
+        lines.append("\ngeneralization gap (in-domain - out-of-domain, mDSC percentage points, 95% bootstrap CI; "
+                     "smaller is better):")
+        lines += [f"  {r.model:<24} {r.train} -> {r.test}: {r.gap * 100:+.1f} "
+                  f"[{r.gap_ci_low * 100:+.1f}, {r.gap_ci_high * 100:+.1f}]" for r in gaps.itertuples()]
+        lines += ["\nranking by out-of-domain mDSC, higher first (in-domain rank beside):",
+                  ood_ranking(gaps).to_string(index=False)]
+    return "\n".join(lines)

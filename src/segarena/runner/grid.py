@@ -4,16 +4,16 @@ Fail soft across the grid: a failed run becomes a row with its error; the others
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import RunFailed, SegarenaError
-from ..config import DataConfig, ModelConfig, ProtocolConfig, RunSpec
+from ..config import DataConfig, ProtocolConfig, RunSpec
 from ..data import DATASETS
 from ..models import MODELS
+from .study import StudySpec
 
 
 def resolve_pretrained(model: str, pretrained: bool | str) -> bool | str:
@@ -37,21 +37,17 @@ class GridSpec:
     pretrained: bool | str = False
 
     def expand(self) -> list[RunSpec]:
+        """The grid's run specs (datasets, then models, folds, seeds). There is one expansion: a grid is a study
+        without a learning-rate search, so this is :meth:`~segarena.runner.study.StudySpec.cv_specs` per pair."""
         for m in self.models:
             MODELS.get(m)  # unknown names fail before anything runs
         for ds in self.datasets:
             DATASETS.get(ds)
-        specs = []
-        for ds in self.datasets:
-            for m in self.models:
-                for f in self.folds:
-                    for s in self.seeds:
-                        specs.append(RunSpec(
-                            data=dataclasses.replace(self.data, name=ds, fold=f),
-                            model=ModelConfig(name=m, pretrained=resolve_pretrained(m, self.pretrained),
-                                              kwargs=self.model_kwargs.get(m, {})),
-                            protocol=dataclasses.replace(self.protocol, seed=s)))
-        return specs
+        study = StudySpec(name="grid", models=tuple(self.models), datasets=tuple(self.datasets),
+                          folds=tuple(self.folds), seeds=tuple(self.seeds), protocol=self.protocol, data=self.data,
+                          model_overrides={m: {"pretrained": resolve_pretrained(m, self.pretrained),
+                                               "kwargs": self.model_kwargs.get(m, {})} for m in self.models})
+        return [spec for m, d in study.pairs() for spec in study.cv_specs(m, d)]
 
 
 @dataclass

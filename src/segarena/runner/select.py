@@ -79,9 +79,23 @@ def race_cost(milestones: list[int], n: int, eta: int = 2) -> int:
     return total
 
 
-def select(base: RunSpec, models: list[str], results: str | os.PathLike, *, budget_epochs: int = 60, eta: int = 2,
-           data_root: str | None = None, device: str | None = None, progress: bool = True) -> SelectionResult:
+#: candidates when none are named: four mid-sized, strong members of both families, ImageNet-initialised where
+#: they have weights (nnU-Net trains from scratch by design)
+DEFAULT_CANDIDATES = ("unet-vgg16", "nnunet-plain", "segformer-b2", "upernet-convnext-t")
+
+
+def select(base: RunSpec, models: list[str] | None, results: str | os.PathLike, *, budget_epochs: int = 60,
+           eta: int = 2, data_root: str | None = None, device: str | None = None,
+           progress: bool = True) -> SelectionResult:
+    """Race ``models`` (``None``: the registered ones of :data:`DEFAULT_CANDIDATES`) by successive halving on
+    validation mDSC within ``budget_epochs``; the winner is tested once."""
+    from ..models import MODELS
     from ..protocol import run
+
+    if models is None:
+        models = [m for m in DEFAULT_CANDIDATES if m in MODELS]
+    for m in models:
+        MODELS.get(m)  # unknown names fail before anything runs
 
     milestones = rung_schedule(len(models), budget_epochs, eta)
     total_epochs = milestones[-1]

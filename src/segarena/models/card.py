@@ -29,6 +29,10 @@ class Weights:
     dataset: str = "ImageNet-1k"
     #: the submodule the checkpoint initialises (``encoder`` for ImageNet backbones)
     target: str = "encoder"
+    #: input normalization these weights were trained with (timm and smp keep it per pretrained tag);
+    #: ``None``: the card's from-scratch normalization (ImageNet's unless the card says otherwise)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class ModelCard:
     gradcam_reshape: str | None = None
     #: optional dependency group (``pip install segarena[<extra>]``) the builder needs
     extra: str | None = None
-    #: input normalization the pretrained weights expect
+    #: input normalization when no pretrained weights state theirs (training from scratch); the weights in use
+    #: decide otherwise (:meth:`normalization`)
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     #: numeric precision the model trains and predicts in: ``"amp"`` (autocast when ``protocol.amp`` is on, on CUDA)
@@ -69,6 +74,23 @@ class ModelCard:
 
             raise ConfigError(f"model card {self.name!r}: precision={self.precision!r} is not a precision",
                               fix='use precision="amp" or precision="fp32"')
+
+    def weights_for(self, pretrained: bool | str) -> Weights | None:
+        """The weights ``pretrained`` selects: a tag by name, ``True`` the ``imagenet`` tag (else the first); a
+        local file or ``False`` selects none of the card's."""
+        if isinstance(pretrained, str):
+            return self.pretrained.get(pretrained)
+        if pretrained and self.pretrained:
+            return self.pretrained.get("imagenet") or next(iter(self.pretrained.values()))
+        return None
+
+    def normalization(self, pretrained: bool | str = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Input ``(mean, std)`` for a model built with ``pretrained``: the selected weights' own when they state
+        them, else the card's."""
+        w = self.weights_for(pretrained)
+        if w is not None and w.mean is not None:
+            return tuple(w.mean), tuple(w.std if w.std is not None else self.std)
+        return tuple(self.mean), tuple(self.std)
 
     def to_dict(self) -> dict[str, Any]:
         import dataclasses

@@ -247,8 +247,8 @@ def _setup(spec: RunSpec, store: RunStore, data_root, device: torch.device, prog
     n_out = out_channels(loss_spec, card.num_classes)
     model = create_model(spec.model.name, n_out, in_channels=card.channels, pretrained=spec.model.pretrained,
                          **spec.model.kwargs).to(device)
-    feed = Feed(device, use_amp(p.amp, device, model.card), tuple(model.card.mean), tuple(model.card.std),
-                p.batch_size)
+    mean, std = model.card.normalization(spec.model.pretrained)  # the weights' own, when they state it
+    feed = Feed(device, use_amp(p.amp, device, model.card), mean, std, p.batch_size)
     aug = AUGMENTATIONS.get(p.augmentation)
     write_json(store.path("augmentation.json"), {**aug.to_dict(), "description": aug.description,
                                                  "source": aug.source, "notes": list(aug.notes), "seed": p.seed})

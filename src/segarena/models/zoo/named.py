@@ -86,7 +86,8 @@ def _resolve_smp(name: str) -> ModelEntry:
         mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
         if cfg.get("hf_hub_id") or cfg.get("url"):
             pretrained["imagenet"] = Weights(source=f"library:timm/{cfg.get('hf_hub_id') or cfg.get('url')}",
-                                             license=cfg.get("license") or "see the timm model card")
+                                             license=cfg.get("license") or "see the timm model card",
+                                             mean=mean, std=std)
         encoder_note = f"timm {timm_name} through smp's universal encoder"
     else:
         if encoder not in smp_encoders:
@@ -96,7 +97,9 @@ def _resolve_smp(name: str) -> ModelEntry:
         for tag, st in settings.items():
             where = st.get("repo_id") or st.get("url") or tag
             pretrained[tag] = Weights(source=f"library:smp/{where}", license="see the encoder's source (smp docs)",
-                                      dataset="ImageNet-1k" if tag == "imagenet" else tag)
+                                      dataset="ImageNet-1k" if tag == "imagenet" else tag,
+                                      mean=tuple(st["mean"]) if "mean" in st else None,
+                                      std=tuple(st["std"]) if "std" in st else None)
         channels = smp_encoders[encoder].get("params", {}).get("out_channels")
         encoder_note = f"smp encoder {encoder}" + (f" (stage channels {list(channels)})" if channels else "")
     divisor = _DIVISOR.get(arch_key, 32)

@@ -42,7 +42,7 @@ from ..weights import adapt_first_conv, load_into, local_file, resolve
 
 R50_VIT_B16 = Weights(source="https://storage.googleapis.com/vit_models/imagenet21k/R50+ViT-B_16.npz",
                       license="Apache-2.0 (google-research/vision_transformer)", dataset="ImageNet-21k",
-                      target="encoder")
+                      target="encoder", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # ViT's [-1, 1] inputs
 
 
 class StdConv2d(nn.Conv2d):

@@ -154,16 +154,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         out = path.with_suffix(".safetensors")
         raise SegarenaError(f"{path}: cannot be read safely as a checkpoint ({why})",
                             fix=CONVERT_FIX.format(path=path, out=out)) from None
+    state = _tensors_of(obj, path)
+    if not state:
+        raise SegarenaError(f"{path}: holds no tensors", fix="pass the checkpoint file of the weights themselves")
+    return state
+
+
+def _tensors_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The named tensors of a loaded checkpoint: unwrapped from ``state_dict``/``model``/``module``/``model_state``
+    containers, non-tensor entries dropped; anything that is not a mapping is refused."""
     for key in ("state_dict", "model", "module", "model_state"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping):
         raise SegarenaError(f"{path}: expected a state dict, found {type(obj).__name__}",
                             fix="pass a checkpoint that holds the model's tensors (a state dict)")
-    state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not state:
-        raise SegarenaError(f"{path}: holds no tensors", fix="pass the checkpoint file of the weights themselves")
-    return state
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *, trust_file: bool = False) -> int:
@@ -185,13 +191,7 @@ def convert_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *, tr
         except Exception as exc:  # noqa: BLE001
             raise SegarenaError(f"{src}: not a torch checkpoint ({type(exc).__name__})",
                                 fix="pass the checkpoint file itself") from None
-        for key in ("state_dict", "model", "module", "model_state"):
-            if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-        if not isinstance(obj, Mapping):
-            raise SegarenaError(f"{src}: expected a state dict, found {type(obj).__name__}",
-                                fix="pass a checkpoint that holds the model's tensors")
-        state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        state = _tensors_of(obj, src)
     else:
         state = read_state_dict(src)
     if not state:

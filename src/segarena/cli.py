@@ -230,9 +230,17 @@ def cmd_config_show(a: argparse.Namespace) -> int:
     spec = _run_spec(a)
     validate_spec(spec)
     from .data.augment import AUGMENTATIONS
+    from .protocol.loop import bound_spec
 
     aug = AUGMENTATIONS.get(spec.protocol.augmentation)
-    print(f"# run id: {spec.run_id}\n# run name: {spec.run_name}\n# results: {a.results}/runs/{spec.run_name}")
+    try:  # the run id includes the split's digest: the split in --results, or the one `run` would make
+        run = bound_spec(spec, a.results, a.data_root)
+    except SegarenaError as exc:  # data not readable here: the id of the configuration alone, said so
+        run = spec
+        print(f"# note: no split yet (the data cannot be read: {exc.message}); the run id below is the "
+              "configuration's, and `run` adds the split's digest")
+    print(f"# run id: {run.run_id}\n# configuration id: {spec.run_id}\n# run name: {run.run_name}\n"
+          f"# results: {a.results}/runs/{run.run_name}")
     print(f"# augmentation {aug.name} (kornia, on the device; its parameters are part of the run id): "
           f"{aug.description}")
     print(dump_yaml(spec), end="")

@@ -60,9 +60,7 @@ class ResultsDir:
 
     def split_path(self, spec: RunSpec) -> Path:
         """Where the split of ``spec``'s data lives in this results folder (one file shared by its folds)."""
-        from ._paths import file_part
-
-        return self.path / "splits" / f"{file_part(spec.data.name, 80)}__{split_key(spec)}.json"
+        return split_path(self.path, spec)
 
     def bind(self, spec: RunSpec) -> RunSpec:
         """``spec`` with the digest of its split in this folder (so with its final run id), once the split file
@@ -96,6 +94,13 @@ class ResultsDir:
     def scan(self, check_records: bool = True) -> Scan:
         """Every run folder, read defensively: see :func:`scan_runs`."""
         return scan_runs(self.path, check_records=check_records)
+
+
+def split_path(results: str | os.PathLike, spec: RunSpec) -> Path:
+    """``<results>/splits/<dataset>__<key>.json``: the split file of ``spec``'s data (the folder need not exist)."""
+    from ._paths import file_part
+
+    return Path(results).expanduser() / "splits" / f"{file_part(spec.data.name, 80)}__{split_key(spec)}.json"
 
 
 def split_key(spec: RunSpec) -> str:

@@ -28,7 +28,9 @@ def test_config_show_round_trips(tmp_path, capsys):
                                ["model.name=tiny-unet", "data.name=busi", "data.fold=2", "protocol.lr=3e-4",
                                 "data.options.foo=1"])
     assert spec == expected
-    assert header["run id"] == expected.run_id and header["run name"] == expected.run_name
+    assert header["configuration id"] == expected.run_id  # the spec alone; the run id adds the split's digest
+    assert header["run name"].endswith(header["run id"][:10])
+    assert header["run name"].startswith("tiny-unet__busi__f2__s0__")
     f = tmp_path / "spec.yaml"
     f.write_text(out)
     assert _show(["--config", str(f)], capsys) == out  # printed YAML is a valid --config file, same id

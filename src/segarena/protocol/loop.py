@@ -129,6 +129,23 @@ def _make_split(spec: RunSpec, rd: ResultsDir, data_root, progress: bool) -> Run
     return rd.bind(spec)
 
 
+def bound_spec(spec: RunSpec, results: str | os.PathLike, data_root: str | os.PathLike | None = None) -> RunSpec:
+    """``spec`` with the split digest :func:`run` would give it in ``results`` (so its final run id and name),
+    writing nothing: the split file there when it exists, else the split computed from the prepared data."""
+    from dataclasses import replace
+
+    from ..store import split_path
+
+    path = split_path(results, spec)
+    if spec.split_digest is not None:
+        return spec
+    if path.is_file():
+        return ResultsDir(results, create=False).bind(spec)
+    d = spec.data
+    data = prepare(d.name, spec.protocol.input_size, d.root or data_root, d.options, limit=d.limit)
+    return replace(spec, split_digest=split_digest(_split_record(spec, data, None)))
+
+
 def _open_tracker(spec: RunSpec, store: RunStore):
     """TensorBoard/MLflow loggers of ``spec.tracking`` (None without any); a resumed run continues its logs."""
     if not spec.tracking.loggers:

@@ -89,15 +89,15 @@ def cmd_datasets_check(a: argparse.Namespace) -> int:
 
 # ---- models -----------------------------------------------------------------------------------------------
 def cmd_models_list(a: argparse.Namespace) -> int:
-    from .models import MODELS
+    from ._model_catalog import cards as catalog_cards  # card data: no torch, zoo, adapters or scipy import
 
-    cards = [MODELS.get(n).card for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
+    cards = [c for c in catalog_cards()[0] if not a.family or c["family"] == a.family]
     if a.json:
-        _print_json([c.to_dict() for c in cards])
+        _print_json(cards)
     else:
         for c in cards:
-            p = f"{c.params_paper_m:.0f}M (paper)" if c.params_paper_m else ""
-            print(f"{c.name:<28}{c.family:<9}{p:<13}{c.title}")
+            p = f"{c['params_paper_m']:.0f}M (paper)" if c["params_paper_m"] else ""
+            print(f"{c['name']:<28}{c['family']:<9}{p:<13}{c['title']}")
     return 0
 
 

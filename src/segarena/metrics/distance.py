@@ -115,8 +115,8 @@ def _boundary_coords(pred: np.ndarray, ref: np.ndarray) -> tuple[tuple[np.ndarra
     width = -(-(c1 - c0 + 2) // 8) * 8
     out = []
     for m in (pred, ref):
-        framed = np.zeros((r1 - r0 + 2, width), dtype=bool)
-        framed[1:-1, 1:c1 - c0 + 1] = m[r0:r1, c0:c1]
+        framed = np.zeros((r1 - r0 + 3, width), dtype=bool)  # one more background row: see _frame_boundary
+        framed[1:-2, 1:c1 - c0 + 1] = m[r0:r1, c0:c1]
         out.append(_frame_boundary(framed))
     return tuple(out)
 
@@ -125,7 +125,10 @@ _FULL = np.uint64(0x0101010101010101)  # eight True bytes
 
 
 def _frame_boundary(framed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary pixels of a framed mask (background frame, row length a multiple of 8), as row-major (rows, cols).
+    """Boundary pixels of a framed mask, as row-major (rows, cols).
+
+    ``framed`` has background in its first row, last two rows, first column and last column, and rows of a
+    whole number of 8-byte words.
 
     Each row is read as 8-byte words. A word can hold a boundary pixel only if it holds foreground and it, or
     the word above, below, left or right of it, is not all foreground (a pixel whose 4 neighbours all lie in
@@ -141,17 +144,17 @@ def _frame_boundary(framed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cand = words != 0
     cand[1:-1, 1:-1] &= ~inner
     wi, wj = np.divmod(np.flatnonzero(cand), w // 8)
-    cols = wj[:, None] * 8 + np.arange(8)
-    flat = framed.reshape(-1)
-    base = wi[:, None] * w
-    cur = flat[base + cols]
-    up = flat[np.maximum(base - w, 0) + cols]
-    down = flat[np.minimum(base + w, (h - 1) * w) + cols]
-    left = flat[base + np.maximum(cols - 1, 0)]
-    right = flat[base + np.minimum(cols + 1, w - 1)]
-    hit = cur & ~(up & down & left & right)
+    # one gather of each candidate's 3 x 10 window (rows above, at, below; one byte either side). The first and
+    # last two rows are background, so no candidate lies there and every index stays inside the array; a byte
+    # left of column 0 or right of the last column is the previous/next row's frame byte, and only decides the
+    # (background) frame pixel next to it
+    window = (np.arange(-1, 2)[:, None] * w + np.arange(-1, 9)[None, :]).reshape(-1)
+    win = framed.reshape(-1)[(wi * w + wj * 8)[:, None] + window].reshape(-1, 3, 10)
+    cur = win[:, 1, 1:9]
+    hit = cur & ~(win[:, 0, 1:9] & win[:, 2, 1:9] & win[:, 1, :8] & win[:, 1, 2:])
     k, b = np.nonzero(hit)
-    return wi[k], cols[k, b]
+    cols = wj[k] * 8 + b
+    return wi[k], cols
 
 
 def _union_bbox(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:

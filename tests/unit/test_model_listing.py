@@ -60,3 +60,34 @@ def test_stale_catalogue_is_never_used(tmp_path, monkeypatch):
     assert source == "cache" and again == cards
     monkeypatch.setattr(cat, "fingerprint", lambda: "f" * 64)  # the code changed again
     assert cat.cards()[1] == "live"
+
+
+def test_models_info_counts_on_meta_and_falls_back():
+    """FLOPs and parameters from the meta device equal a real CPU count; a model the meta device cannot run
+    (here: a forced failure, as a ``.item()`` in forward would be) is counted on the CPU instead."""
+    import pytest
+    import torch
+
+    import segarena.models as models
+
+    info = models.model_info("tiny-unet", size=64)
+    real = models.create_model("tiny-unet", 1)
+    assert info["flops_counted_on"] == "meta"
+    assert info["params"] == models.count_params(real) and info["flops"] == models.count_flops(real, 64)
+    counted = []
+    real_count = models.count_flops
+
+    def no_meta(model, size=512, in_channels=3, device="cpu"):
+        counted.append(device)
+        if device == "meta":
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors")
+        return real_count(model, size, in_channels, device)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(models, "count_flops", no_meta)
+    try:
+        again = models.model_info("tiny-unet", size=64)
+    finally:
+        mp.undo()
+    assert counted == ["meta", "cpu"] and again["flops_counted_on"] == "cpu" and again["flops"] == info["flops"]
+    assert not any(p.is_meta for p in real.parameters()) and torch.get_default_device().type == "cpu"

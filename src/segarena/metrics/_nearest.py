@@ -72,3 +72,55 @@ def nearest_sq(ys: np.ndarray, xs: np.ndarray, starts: np.ndarray, xd: np.ndarra
         out[i] = best
     return out
 
+
+
+@njit(cache=True, nogil=True)
+def boundary_words(words: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> tuple:  # pragma: no cover - compiled
+    """Boundary pixels of a mask inside the box rows ``[r0, r1)``, columns ``[c0, c1)``, read as 8-byte words.
+
+    ``words`` is the whole ``[H, W]`` boolean mask viewed as ``uint64`` (``W`` a multiple of 8), so word ``j`` of a
+    row holds columns ``8j .. 8j + 7``. The box must contain all foreground. A word that is zero holds no
+    boundary pixel; a full word whose neighbours above and below are full and whose left and right neighbour
+    pixels are foreground holds none either; any other word is tested pixel by pixel (foreground with a 4-neighbour
+    in the background, or outside the image). Returns (rows - r0 + 1, cols - c0 + 1), row-major: the coordinates
+    the framed numpy path gives (a one-pixel frame around the box).
+    """
+    full = np.uint64(0x0101010101010101)
+    height, nw = words.shape
+    bytes_ = words.view(np.uint8).reshape(height, nw * 8)
+    w0 = c0 // 8
+    w1 = (c1 + 7) // 8
+    cap = 64
+    ys = np.empty(cap, dtype=np.int64)
+    xs = np.empty(cap, dtype=np.int64)
+    n = 0
+    for y in range(r0, r1):
+        for j in range(w0, w1):
+            w = words[y, j]
+            if w == 0:
+                continue
+            if w == full:
+                up = words[y - 1, j] if y > 0 else np.uint64(0)
+                dn = words[y + 1, j] if y + 1 < height else np.uint64(0)
+                lft = bytes_[y, 8 * j - 1] if j > 0 else 0
+                rgt = bytes_[y, 8 * j + 8] if j + 1 < nw else 0
+                if up == full and dn == full and lft != 0 and rgt != 0:
+                    continue
+            for b in range(8):
+                x = 8 * j + b
+                if bytes_[y, x] == 0:
+                    continue
+                if (y == 0 or y + 1 == height or x == 0 or x + 1 == nw * 8 or bytes_[y - 1, x] == 0
+                        or bytes_[y + 1, x] == 0 or bytes_[y, x - 1] == 0 or bytes_[y, x + 1] == 0):
+                    if n == cap:
+                        cap *= 2
+                        ys2 = np.empty(cap, dtype=np.int64)
+                        xs2 = np.empty(cap, dtype=np.int64)
+                        ys2[:n] = ys[:n]
+                        xs2[:n] = xs[:n]
+                        ys = ys2
+                        xs = xs2
+                    ys[n] = y - r0 + 1
+                    xs[n] = x - c0 + 1
+                    n += 1
+    return ys[:n].copy(), xs[:n].copy()

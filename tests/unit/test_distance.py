@@ -324,7 +324,7 @@ def test_word_boundary_equals_erosion_definition():
 
 
 def test_compiled_search_equals_kdtree_and_fallback(monkeypatch):
-    """The compiled row-outward search equals the k-d tree search to one rounding error on every case, and with
+    """The compiled band-outward search equals the k-d tree search to one rounding error on every case, and with
     numba unavailable surface_metrics gives the same values through the k-d tree."""
     import builtins
 

@@ -1,141 +1,212 @@
-"""Speed and agreement of segarena's boundary metrics against MONAI and medpy.
+"""Speed and agreement of segarena's boundary metrics against MONAI (on equal work) and medpy.
 
-Prints, over N synthetic 512x512 cases shaped like lesion masks (one irregular object; the prediction is the
-reference shifted, grown or shrunk, sometimes with a false-positive blob, sometimes empty), the time per case of
+Like with like: every method produces the same four numbers (HD, HD95, ASSD, NSD) of one case, on the same
+masks, in the same process, on one thread, after a warm-up. MONAI is given its fastest ways to do one edge pass
+and one distance pass per direction, reused for all four numbers (its public metric functions redo both for each
+metric; that naive total is printed for context only):
 
-* segarena ``surface_metrics`` (HD, HD95, ASSD and NSD from one call),
-* MONAI: ``compute_hausdorff_distance`` (twice: max and 95th percentile), ``compute_average_surface_distance``
-  and ``compute_surface_dice`` -- the four calls a MONAI user needs for the same four numbers,
-* medpy: ``hd``, ``hd95`` and ``assd`` (medpy has no NSD),
+* ``monai-edges``: ``get_edge_surface_distance(symmetric=True)`` on tensors (what its metric classes call),
+* ``monai-np-crop`` / ``monai-np-full``: ``get_mask_edges`` on numpy arrays (cropped to the foreground, or not)
+  then ``get_surface_distance`` in both directions (a k-d tree over the edge pixels),
 
-the speed ratios, and the largest absolute difference of each metric where the definitions coincide (medpy's
-HD95 is compared with our ``hd95_pooled``; MONAI computes in float32, so its differences are ~1e-5 mm).
-Cases with an empty mask are timed only for segarena (the references raise or return NaN/inf there).
+and the four numbers computed from those distances with numpy. The headline ratio is against the fastest of the
+three (by median). medpy (``hd``, ``hd95``, ``assd``: three public calls, each with its own distance transforms,
+no NSD) is timed at sizes up to 512 x 512 only, for context.
 
-    python benchmarks/bench_metrics.py            # 100 cases at 512x512, spacing (0.8, 1.1) mm
-    python benchmarks/bench_metrics.py --tiny     # a few 64x64 cases: the test suite runs this so it cannot rot
+Timing is interleaved: each repeat times every case once with every method (methods in a rotating order), so a
+busy machine slows all methods alike; the ratio is taken per repeat and min / median / max over repeats printed.
+
+Mask generator (:func:`lesion_case`): one irregular lesion (a circle with two sinusoidal wobbles of its radius)
+covering 2-40 % of the image; the prediction is the reference shifted by up to 1/40 of the image side, grown or
+shrunk by up to 1/60 of it, in 30 % of cases plus a false-positive disc, and in 5 % of cases empty (empty cases are
+skipped: MONAI returns inf/NaN there). Sizes: 512 x 512 and native sizes of the paper's datasets up to
+1920 x 1080 (Kvasir-SEG's largest frames); spacing (0.8, 1.1) mm, NSD tolerance 2 mm.
+
+    python benchmarks/bench_metrics.py                       # 30 cases per size, 7 interleaved repeats
+    python benchmarks/bench_metrics.py --sizes 512x512 --medpy
+    python benchmarks/bench_metrics.py --tiny                # seconds; the test suite runs this
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from collections.abc import Callable
 
-import numpy as np
-from scipy import ndimage
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread for everyone (MONAI's torch ops would use all cores)
 
-from segarena.metrics.distance import surface_metrics
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from segarena.metrics.distance import surface_metrics  # noqa: E402
+
+SPACING = (0.8, 1.1)
+TAU = 2.0
 
 
-def lesion_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A (pred, ref) pair: an irregular blob of 2-40 % of the image and a perturbed copy of it."""
+def lesion_case(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A (pred, ref) pair of an ``[H, W]`` image: an irregular lesion of 2-40 % of the image and a perturbed copy."""
+    h, w = shape
+    side = min(h, w)
     frac = rng.uniform(0.02, 0.4)
-    radius = np.sqrt(frac * size * size / np.pi)
-    cy, cx = rng.uniform(radius * 0.6, size - radius * 0.6, 2)
-    yy, xx = np.mgrid[:size, :size]
+    radius = min(np.sqrt(frac * h * w / np.pi), 0.45 * side)
+    cy, cx = rng.uniform(radius, h - radius), rng.uniform(radius, w - radius)
+    yy, xx = np.mgrid[:h, :w]
     angle = np.arctan2(yy - cy, xx - cx)
     wobble = 1 + 0.15 * np.sin(3 * angle + rng.uniform(0, 6)) + 0.1 * np.sin(5 * angle + rng.uniform(0, 6))
     ref = np.hypot(yy - cy, xx - cx) < radius * wobble
     if rng.random() < 0.05:
         return np.zeros_like(ref), ref
-    pred = np.roll(ref, tuple(rng.integers(-size // 40, size // 40 + 1, 2)), axis=(0, 1))
-    grow = int(rng.integers(-size // 60, size // 60 + 1))
+    pred = np.roll(ref, tuple(rng.integers(-side // 40, side // 40 + 1, 2)), axis=(0, 1))
+    grow = int(rng.integers(-side // 60, side // 60 + 1))
     if grow > 0:
         pred = ndimage.binary_dilation(pred, iterations=grow)
     elif grow < 0:
         pred = ndimage.binary_erosion(pred, iterations=-grow)
     if rng.random() < 0.3:
-        r = size // 30
-        y, x = rng.integers(r, size - r, 2)
+        r = side // 30
+        y, x = rng.integers(r, h - r), rng.integers(r, w - r)
         pred = pred | (np.hypot(yy - y, xx - x) < r)
     return pred, ref
 
 
-def _monai(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float], tau: float) -> tuple:
+def _four(d_pr: np.ndarray, d_rp: np.ndarray, tau: float) -> tuple[float, float, float, float]:
+    pooled = np.concatenate([d_pr, d_rp])
+    return (float(max(d_pr.max(), d_rp.max())), float(max(np.percentile(d_pr, 95), np.percentile(d_rp, 95))),
+            float(pooled.mean()), float(np.count_nonzero(pooled <= tau) / pooled.size))
+
+
+def ours(pred: np.ndarray, ref: np.ndarray) -> tuple:
+    m = surface_metrics(pred, ref, SPACING, TAU)
+    return m.hd, m.hd95, m.assd, m.nsd
+
+
+def monai_edges(pred: np.ndarray, ref: np.ndarray) -> tuple:
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    _, (d_pr, d_rp), _ = get_edge_surface_distance(torch.from_numpy(pred), torch.from_numpy(ref),
+                                                    spacing=SPACING, symmetric=True)
+    return _four(d_pr.numpy(), d_rp.numpy(), TAU)
+
+
+def _monai_np(pred: np.ndarray, ref: np.ndarray, crop: bool) -> tuple:
+    from monai.metrics.utils import get_mask_edges, get_surface_distance
+
+    e_p, e_r = get_mask_edges(pred, ref, crop=crop)
+    return _four(get_surface_distance(e_p, e_r, spacing=SPACING), get_surface_distance(e_r, e_p, spacing=SPACING),
+                 TAU)
+
+
+def monai_np_crop(pred: np.ndarray, ref: np.ndarray) -> tuple:
+    return _monai_np(pred, ref, True)
+
+
+def monai_np_full(pred: np.ndarray, ref: np.ndarray) -> tuple:
+    return _monai_np(pred, ref, False)
+
+
+def monai_four_calls(pred: np.ndarray, ref: np.ndarray) -> tuple:
     import torch
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
-    p = torch.from_numpy(pred)[None, None]
-    r = torch.from_numpy(ref)[None, None]
-    kw = {"include_background": True, "spacing": spacing}
-    hd = compute_hausdorff_distance(p, r, **kw)
-    hd95 = compute_hausdorff_distance(p, r, percentile=95, **kw)
-    assd = compute_average_surface_distance(p, r, symmetric=True, **kw)
-    nsd = compute_surface_dice(p, r, [tau], **kw)
-    return tuple(float(v.item()) for v in (hd, hd95, assd, nsd))
+    p, r = torch.from_numpy(pred)[None, None], torch.from_numpy(ref)[None, None]
+    kw = {"include_background": True, "spacing": SPACING}
+    return tuple(float(v.item()) for v in (
+        compute_hausdorff_distance(p, r, **kw), compute_hausdorff_distance(p, r, percentile=95, **kw),
+        compute_average_surface_distance(p, r, symmetric=True, **kw), compute_surface_dice(p, r, [TAU], **kw)))
 
 
-def _medpy(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]) -> tuple:
+def medpy_three_calls(pred: np.ndarray, ref: np.ndarray) -> tuple:
     from medpy.metric import binary
 
-    return binary.hd(pred, ref, spacing), binary.hd95(pred, ref, spacing), binary.assd(pred, ref, spacing)
+    return binary.hd(pred, ref, SPACING), binary.hd95(pred, ref, SPACING), binary.assd(pred, ref, SPACING)
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    """Best of ``repeats`` wall times (s): the least disturbed by other processes on a shared machine."""
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+EQUAL_WORK = ("monai-edges", "monai-np-crop", "monai-np-full")
 
 
-def run(n: int, size: int, spacing: tuple[float, float], tau: float, repeats: int, seed: int = 0) -> dict:
-    """Benchmark ``n`` cases; returns the timings (s, summed over cases), ratios and max abs differences."""
+def run(shape: tuple[int, int], n: int, repeats: int, medpy: bool, seed: int = 0) -> dict:
+    """Interleaved timings of every method on ``n`` cases of ``shape``; per-repeat totals (s) and value checks."""
     rng = np.random.default_rng(seed)
-    cases = [lesion_case(rng, size) for _ in range(n)]
-    t_ours = t_monai = t_medpy = 0.0
-    diff = {k: 0.0 for k in ("monai_hd", "monai_hd95", "monai_assd", "monai_nsd",
-                             "medpy_hd", "medpy_hd95_pooled", "medpy_assd")}
-    timed = 0
+    cases = [c for c in (lesion_case(rng, shape) for _ in range(n)) if c[0].any()]
+    methods: dict[str, Callable] = {"segarena": ours, "monai-edges": monai_edges, "monai-np-crop": monai_np_crop,
+                                    "monai-np-full": monai_np_full, "monai-4-calls": monai_four_calls}
+    if medpy:
+        methods["medpy-3-calls"] = medpy_three_calls
+    names = list(methods)
+    totals = {k: [] for k in names}
+    diff = dict.fromkeys(("hd", "hd95", "assd", "nsd"), 0.0)
+    diff_medpy = dict.fromkeys(("hd", "hd95_pooled", "assd"), 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        warm = np.zeros((8, 8), dtype=bool)
-        warm[2:5, 2:5] = True
-        _monai(warm, warm, spacing, tau)  # warm-up: imports and first-call caches are not timed
-        _medpy(warm, warm, spacing)
-        for pred, ref in cases:
-            ours = surface_metrics(pred, ref, spacing, tau)
-            if ours.empty != "none":
-                continue
-            timed += 1
-            t_ours += _time(lambda p=pred, r=ref: surface_metrics(p, r, spacing, tau), repeats)
-            t_monai += _time(lambda p=pred, r=ref: _monai(p, r, spacing, tau), repeats)
-            t_medpy += _time(lambda p=pred, r=ref: _medpy(p, r, spacing), repeats)
-            m = _monai(pred, ref, spacing, tau)
-            d = _medpy(pred, ref, spacing)
-            for key, a, b in zip(("monai_hd", "monai_hd95", "monai_assd", "monai_nsd"), m,
-                                 (ours.hd, ours.hd95, ours.assd, ours.nsd)):
-                diff[key] = max(diff[key], abs(a - b))
-            for key, a, b in zip(("medpy_hd", "medpy_hd95_pooled", "medpy_assd"), d,
-                                 (ours.hd, ours.hd95_pooled, ours.assd)):
-                diff[key] = max(diff[key], abs(a - b))
-    return {"cases": n, "timed": timed, "size": size, "t_ours": t_ours, "t_monai": t_monai, "t_medpy": t_medpy,
-            "ratio_monai": t_monai / t_ours, "ratio_medpy": t_medpy / t_ours, "max_abs_diff": diff}
+        for pred, ref in cases[:1]:  # warm-up: imports and first-call caches are not timed
+            for f in methods.values():
+                f(pred, ref)
+        for pred, ref in cases:  # values: ours against MONAI's distances (float32, so ~1e-5 mm)
+            for k, a, b in zip(diff, ours(pred, ref), monai_edges(pred, ref)):
+                diff[k] = max(diff[k], abs(a - b) / max(1.0, abs(a)))
+            if medpy:  # medpy computes in float64: absolute agreement (its HD95 is the pooled one)
+                m = surface_metrics(pred, ref, SPACING, TAU)
+                for k, a, b in zip(diff_medpy, (m.hd, m.hd95_pooled, m.assd), medpy_three_calls(pred, ref)):
+                    diff_medpy[k] = max(diff_medpy[k], abs(a - b))
+        for rep in range(repeats):
+            acc = dict.fromkeys(names, 0.0)
+            for i, (pred, ref) in enumerate(cases):
+                shift = (rep + i) % len(names)
+                for k in names[shift:] + names[:shift]:
+                    t = time.perf_counter()
+                    methods[k](pred, ref)
+                    acc[k] += time.perf_counter() - t
+            for k in names:
+                totals[k].append(acc[k])
+    fastest = min(EQUAL_WORK, key=lambda k: float(np.median(totals[k])))
+    return {"shape": shape, "cases": len(cases), "totals": totals, "fastest_monai": fastest, "max_rel_diff": diff,
+            "max_abs_diff_medpy": diff_medpy if medpy else {}}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _ratios(res: dict, key: str) -> np.ndarray:
+    return np.asarray(res["totals"][key]) / np.asarray(res["totals"]["segarena"])
+
+
+def report(res: dict) -> None:
+    h, w = res["shape"]
+    k = res["cases"]
+    print(f"\n{h}x{w}: {k} cases, {len(res['totals']['segarena'])} interleaved repeats; ms per case (median) and "
+          "ratio to segarena per repeat (min / median / max)")
+    for name, tot in res["totals"].items():
+        line = f"  {name:15s} {1e3 * float(np.median(tot)) / k:8.2f} ms"
+        if name != "segarena":
+            r = _ratios(res, name)
+            line += f"   ratio {r.min():6.1f} / {np.median(r):6.1f} / {r.max():6.1f}"
+        print(line)
+    r = _ratios(res, res["fastest_monai"])
+    print(f"  equal-work ratio vs MONAI's fastest ({res['fastest_monai']}): min {r.min():.1f}, median "
+          f"{np.median(r):.1f}, max {r.max():.1f} (target >= 10)")
+    print("  max relative difference to MONAI: " + ", ".join(f"{m} {v:.1e}" for m, v in res["max_rel_diff"].items()))
+    if res["max_abs_diff_medpy"]:
+        print("  max abs difference to medpy: "
+              + ", ".join(f"{m} {v:.1e}" for m, v in res["max_abs_diff_medpy"].items()))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=100, help="number of cases")
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--spacing", type=float, nargs=2, default=(0.8, 1.1), metavar=("SY", "SX"))
-    ap.add_argument("--tau", type=float, default=2.0, help="NSD tolerance in mm")
-    ap.add_argument("--repeats", type=int, default=3, help="timing repeats per case (best is kept)")
-    ap.add_argument("--tiny", action="store_true", help="4 cases at 64x64, 1 repeat (smoke test)")
+    ap.add_argument("-n", type=int, default=30, help="cases per size")
+    ap.add_argument("--sizes", nargs="+", default=["512x512", "576x720", "1080x1920"], metavar="HxW")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved timing repeats")
+    ap.add_argument("--medpy", action="store_true", help="also time medpy (sizes up to 512x512 by default)")
+    ap.add_argument("--tiny", action="store_true", help="4 cases at 64x64 and 48x80, 2 repeats (smoke test)")
     args = ap.parse_args(argv)
     if args.tiny:
-        args.n, args.size, args.repeats = 4, 64, 1
-    res = run(args.n, args.size, tuple(args.spacing), args.tau, args.repeats)
-    k = max(res["timed"], 1)
-    print(f"{res['timed']} of {res['cases']} cases timed ({res['size']}x{res['size']}, spacing {tuple(args.spacing)},"
-          f" tau {args.tau}); time per case, best of {args.repeats}:")
-    print(f"  segarena (HD, HD95, ASSD, NSD)  {1e3 * res['t_ours'] / k:8.2f} ms")
-    print(f"  MONAI    (4 calls)              {1e3 * res['t_monai'] / k:8.2f} ms   ratio {res['ratio_monai']:6.1f}x")
-    print(f"  medpy    (hd, hd95, assd)       {1e3 * res['t_medpy'] / k:8.2f} ms   ratio {res['ratio_medpy']:6.1f}x")
-    print("max abs difference: " + ", ".join(f"{key} {v:.2e}" for key, v in res["max_abs_diff"].items()))
-    return res
+        args.n, args.sizes, args.repeats, args.medpy = 4, ["64x64", "48x80"], 2, True
+    out = []
+    for size in args.sizes:
+        h, w = (int(v) for v in size.lower().split("x"))
+        res = run((h, w), args.n, args.repeats, args.medpy and h * w <= 512 * 512)
+        report(res)
+        out.append(res)
+    return out
 
 
 if __name__ == "__main__":

@@ -131,18 +131,23 @@ def cmd_datasets_check(a: argparse.Namespace) -> int:
 
 # ---- models -----------------------------------------------------------------------------------------------
 def cmd_models_list(a: argparse.Namespace) -> int:
-    from .models import MODELS, PLUGIN_ERRORS
+    from ._model_catalog import cards as catalog_cards  # card data: no torch, zoo, adapters or scipy import
+    from ._model_catalog import patterns
 
-    entries = [MODELS.get(n) for n in MODELS.names() if not a.family or MODELS.get(n).card.family == a.family]
-    for msg in PLUGIN_ERRORS:
-        print(f"segarena: warning: {msg}", file=sys.stderr)
+    all_cards, source = catalog_cards()
+    if source == "live":  # the zoo (and any plugin) was imported: say which plugins failed to load
+        from .models import PLUGIN_ERRORS
+
+        for msg in PLUGIN_ERRORS:
+            print(f"segarena: warning: {msg}", file=sys.stderr)
+    cards = [c for c in all_cards if not a.family or c["family"] == a.family]
     if a.json:
-        _print_json([e.card.to_dict() | {"origin": e.origin} for e in entries])
+        _print_json(cards)
     else:
-        rows = [(e.card.name, e.card.family, f"{e.card.params_paper_m:.0f}M" if e.card.params_paper_m else "",
-                 e.origin, e.card.title) for e in entries]
+        rows = [(c["name"], c["family"], f"{c['params_paper_m']:.0f}M" if c.get("params_paper_m") else "",
+                 c.get("origin", "segarena"), c["title"]) for c in cards]
         print(_table([("name", "family", "params (paper)", "from", "title")] + rows))
-        print("\nalso by name: " + "; ".join(f"{p} (e.g. {', '.join(ex)})" for p, ex in MODELS.patterns()) +
+        print("\nalso by name: " + "; ".join(f"{p} (e.g. {', '.join(ex)})" for p, ex in patterns()) +
               " — see docs/models/your-own-model.md")
     return 0
 

@@ -7,7 +7,8 @@ Order, lowest first (a module's layer is given by its first package component un
 1. ``data``, ``metrics``, ``stats`` -- pure computation over arrays and tables. ``stats`` sits here rather than
    above ``runner``: ``runner.select`` ranks candidates with a bootstrap and ``runner.crossdata`` puts intervals on
    transfer gaps, and ``stats`` itself needs nothing but the foundations.
-2. ``models``
+2. ``models``, and ``_model_catalog`` (the model cards as data for ``models list``; it imports the zoo only to
+   rebuild itself)
 3. ``store`` -- the results store (run folders, status, locks), low enough that the protocol writes to it
 4. the protocol: ``protocol`` (train), ``evaluate`` (score a folder of predictions), ``inference`` (predict with a
    trained run) and ``export`` (package a trained run as a bundle, built on ``inference``). They sit together because
@@ -32,7 +33,7 @@ LAYERS: dict[str, int] = {
     "_errors": 0, "_io": 0, "_registry": 0, "_paths": 0, "_version": 0, "_augment_presets": 0,
     "config": 0, "configs": 0,
     "data": 1, "metrics": 1, "stats": 1,
-    "models": 2,
+    "models": 2, "_model_catalog": 2,
     "store": 3,
     "protocol": 4, "evaluate": 4, "inference": 4, "export": 4,
     "runner": 5,

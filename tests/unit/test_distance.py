@@ -275,14 +275,96 @@ def test_user_errors():
 
 def test_benchmark_tiny_runs_and_agrees(capsys):
     """The benchmark script's --tiny mode, loaded from its file (in-process: torch and MONAI are imported
-    already), so it cannot rot."""
+    already), so it cannot rot; its value checks against MONAI and medpy hold."""
     spec = importlib.util.spec_from_file_location("bench_metrics", ROOT / "benchmarks" / "bench_metrics.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    res = bench.main(["--tiny"])
+    results = bench.main(["--tiny"])
     out = capsys.readouterr().out
-    assert "ratio" in out and "max abs difference" in out
-    assert res["timed"] > 0 and res["ratio_monai"] > 0
-    diff = res["max_abs_diff"]
-    assert diff["medpy_hd"] < 1e-9 and diff["medpy_assd"] < 1e-9 and diff["medpy_hd95_pooled"] < 1e-9
-    assert diff["monai_nsd"] < 1e-6 and diff["monai_hd95"] < 1e-4
+    assert "equal-work ratio" in out and "max relative difference to MONAI" in out
+    for res in results:
+        assert res["cases"] > 0 and all(len(t) == 2 for t in res["totals"].values())
+        assert res["fastest_monai"] in bench.EQUAL_WORK
+        assert max(res["max_rel_diff"].values()) < 1e-5
+        assert max(res["max_abs_diff_medpy"].values()) < 1e-9
+
+
+# ---------------------------------------------------------------- the fast path against the plain ones
+def _random_masks(rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for _ in range(n):
+        shape = (int(rng.integers(8, 70)), int(rng.integers(8, 70)))
+        p, r = _shape(rng, shape), _shape(rng, shape)
+        if p.any() and r.any():
+            out.append((p, r))
+    return out
+
+
+def test_word_boundary_equals_erosion_definition():
+    """The word-wise boundary (candidate words, then pixels) gives exactly the pixels, in the order, of the plain
+    definition ``mask & ~binary_erosion(mask, cross, border_value=0)``; widths that are and are not multiples of
+    8, non-contiguous inputs, single rows and columns."""
+    from segarena.metrics.distance import _boundary_coords, _union_bbox
+
+    rng = np.random.default_rng(7)
+    cases = _random_masks(rng, 300)
+    big = np.zeros((40, 200), dtype=bool)
+    big[3:37, 5:190] = True
+    cases += [(big, big[:, ::-1]), (big[:, ::2], big[:, 1::2]), (np.ones((1, 1), bool), np.ones((1, 1), bool)),
+              (np.ones((1, 17), bool), np.ones((1, 17), bool)), (np.ones((23, 1), bool), np.eye(23, 1, dtype=bool))]
+    for p, r in cases:
+        r0, r1, c0, c1 = _union_bbox(p, r)
+        u = p | r
+        assert (r0, r1) == (np.flatnonzero(u.any(1))[0], np.flatnonzero(u.any(1))[-1] + 1)
+        assert (c0, c1) == (np.flatnonzero(u.any(0))[0], np.flatnonzero(u.any(0))[-1] + 1)
+        for m, (ys, xs) in zip((p, r), _boundary_coords(p, r)):
+            ref = m & ~ndimage.binary_erosion(m, ndimage.generate_binary_structure(2, 1), border_value=0)
+            ey, ex = np.nonzero(ref[r0:r1, c0:c1])
+            assert np.array_equal(ys - 1, ey) and np.array_equal(xs - 1, ex)
+
+
+def test_compiled_search_equals_kdtree_and_fallback(monkeypatch):
+    """The compiled band-outward search equals the k-d tree search to one rounding error on every case, and with
+    numba unavailable surface_metrics gives the same values through the k-d tree."""
+    import builtins
+
+    from segarena.metrics import distance
+
+    worst = 0.0
+    cases = _cases()[::3]
+    for pred, ref, spacing, _ in cases:
+        (yp, xp), (yr, xr) = distance._boundary_coords(pred, ref)
+        for a, b in (((yp, xp), (yr, xr)), ((yr, xr), (yp, xp))):
+            fast = distance._nearest_distance(*a, *b, spacing)
+            slow = distance._nearest_distance_kdtree(*a, *b, spacing)
+            worst = max(worst, float(np.max(np.abs(fast - slow) / np.maximum(slow, 1.0))))
+    assert worst < 1e-14
+    fast = [surface_metrics(p, r, s, t) for p, r, s, t in cases[:40]]
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba" or name.endswith("_nearest") or (args and args[2] and "_nearest" in args[2]):
+            raise ImportError("numba hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    slow = [surface_metrics(p, r, s, t) for p, r, s, t in cases[:40]]
+    monkeypatch.undo()
+    for a, b in zip(fast, slow):
+        for k in ("hd", "hd95", "assd", "nsd", "hd95_pooled"):
+            assert abs(getattr(a, k) - getattr(b, k)) <= 1e-12 * max(1.0, getattr(a, k))
+
+
+def test_native_size_lesion_agrees_with_medpy():
+    """A Kvasir-sized frame (1080 x 1920) with a large lesion: medpy's float64 values through its public API."""
+    spec = importlib.util.spec_from_file_location("bench_metrics", ROOT / "benchmarks" / "bench_metrics.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(11)
+    pred, ref = bench.lesion_case(rng, (1080, 1920))
+    while not pred.any():
+        pred, ref = bench.lesion_case(rng, (1080, 1920))
+    ours = surface_metrics(pred, ref, (0.8, 1.1))
+    assert ours.hd == pytest.approx(medpy_binary.hd(pred, ref, (0.8, 1.1)), abs=1e-9)
+    assert ours.assd == pytest.approx(medpy_binary.assd(pred, ref, (0.8, 1.1)), abs=1e-9)
+    assert ours.hd95_pooled == pytest.approx(medpy_binary.hd95(pred, ref, (0.8, 1.1)), abs=1e-9)

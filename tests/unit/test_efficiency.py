@@ -145,3 +145,34 @@ def test_pareto_plot_png(tmp_path):
     assert {t.get_text() for t in ax.texts} == set(df.model)
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["Pareto front", "general", "medical"]
     assert ax.get_xscale() == "log"
+
+
+def test_efficiency_cache_hit_on_second_call(tmp_path, monkeypatch):
+    """One measurement per (model, size, batch, device, precision): the second call reads it back unchanged; a
+    different batch or size is measured anew; a damaged cache file is measured again and rewritten."""
+    from segarena.metrics import efficiency as eff_mod
+    from segarena.models import create_model
+
+    calls = []
+    real = eff_mod.measure_efficiency
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("batch_size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eff_mod, "measure_efficiency", counting)
+    model = create_model("tiny-unet", 1)
+    kw = {"batch_size": 2, "warmup": 0, "repeats": 1, "name": "tiny-unet", "cache_dir": tmp_path}
+    first, hit1 = eff_mod.cached_efficiency(model, 32, **kw)
+    second, hit2 = eff_mod.cached_efficiency(create_model("tiny-unet", 1), 32, **kw)  # another run, same model
+    assert (hit1, hit2) == (False, True) and len(calls) == 1
+    assert second == first
+    _, hit3 = eff_mod.cached_efficiency(model, 32, **{**kw, "batch_size": 1})
+    _, hit4 = eff_mod.cached_efficiency(model, 48, **kw)
+    _, hit5 = eff_mod.cached_efficiency(create_model("tiny-unet", 3), 32, **kw)  # other head: other structure
+    assert (hit3, hit4, hit5) == (False, False, False) and len(calls) == 4
+    for f in tmp_path.glob("*.json"):
+        f.write_text("{ damaged")
+    again, hit6 = eff_mod.cached_efficiency(model, 32, **kw)
+    assert not hit6 and len(calls) == 5 and again.params == first.params
+    assert eff_mod.cached_efficiency(model, 32, **kw)[1]

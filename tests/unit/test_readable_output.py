@@ -45,6 +45,7 @@ def test_explain_says_units_and_better_direction(monkeypatch, tmp_path, capsys):
 
 def test_check_report_has_no_docstring_markup():
     report = {"dataset": "hc18", "title": "HC18", "root": "/x", "pairs": 1, "decoded": 1,
+              "images_decoded": 1, "masks_decoded": 1, "empty_masks": 0, "empty_mask_files": [],
               "classes": [{"name": "background", "share": 1.0, "cases": 1}],
               "image_sizes": {"height": {"min": 1, "median": 1, "max": 1},
                               "width": {"min": 1, "median": 1, "max": 1}, "distinct": 1},

@@ -37,7 +37,8 @@ from .._errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Efficiency", "count_flops", "device_name", "measure_efficiency", "pareto_front", "pareto_plot"]
+__all__ = ["Efficiency", "cached_efficiency", "count_flops", "device_name", "efficiency_key", "measure_efficiency",
+           "pareto_front", "pareto_plot"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,66 @@ def measure_efficiency(model: nn.Module, input_size: int | Sequence[int] = 512, 
                       batch_size=batch_size, peak_memory_mb=float(peak_mb), memory_kind=kind,
                       device=device_name(device), dtype=str(dtype).replace("torch.", ""),
                       torch_version=torch.__version__, model=name)
+
+
+def _cache_root() -> Path:
+    """``$SEGARENA_CACHE/efficiency`` (default ``~/.cache/segarena/efficiency``)."""
+    import os
+
+    root = Path(os.environ.get("SEGARENA_CACHE") or Path.home() / ".cache" / "segarena").expanduser()
+    return root / "efficiency"
+
+
+def efficiency_key(model: nn.Module, input_size: int | Sequence[int], *, in_channels: int, device: torch.device | str,
+                   batch_size: int, dtype: torch.dtype, name: str | None) -> dict[str, Any]:
+    """What an efficiency measurement depends on: the model (name, its exact parameter count and module
+    structure), input size, channels, batch, device (with its thread count), precision and torch version."""
+    import hashlib
+
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    structure = hashlib.sha256(repr(model).encode()).hexdigest()[:16]
+    return {"model": name, "params": sum(p.numel() for p in model.parameters()), "structure": structure,
+            "input_size": list(size), "in_channels": in_channels, "batch_size": batch_size,
+            "device": device_name(device), "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__}
+
+
+def cached_efficiency(model: nn.Module, input_size: int | Sequence[int] = 512, *, in_channels: int = 3,
+                      device: torch.device | str = "cpu", batch_size: int = 8, warmup: int = 3, repeats: int = 10,
+                      dtype: torch.dtype = torch.float32, name: str | None = None,
+                      cache_dir: Path | None = None) -> tuple[Efficiency, bool]:
+    """:func:`measure_efficiency`, measured once per (model, input size, batch, device, precision) and reused.
+
+    The cost of a model does not depend on what it was trained on, so every run of a study with the same model,
+    size, batch and device shares one measurement, stored as JSON under ``$SEGARENA_CACHE/efficiency`` (keyed
+    by :func:`efficiency_key`). Returns the record and whether it came from the cache. A damaged cache file is
+    ignored and rewritten.
+    """
+    import hashlib
+    import json
+    import os
+
+    key = efficiency_key(model, input_size, in_channels=in_channels, device=device, batch_size=batch_size,
+                         dtype=dtype, name=name)
+    folder = Path(cache_dir) if cache_dir is not None else _cache_root()
+    path = folder / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24] + ".json")
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            rec = stored["efficiency"]
+            rec["input_size"] = tuple(rec["input_size"])
+            return Efficiency(**rec), True
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    eff = measure_efficiency(model, input_size, in_channels=in_channels, device=device, batch_size=batch_size,
+                             warmup=warmup, repeats=repeats, dtype=dtype, name=name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "efficiency": eff.to_dict()}, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs time
+        pass
+    return eff, False
 
 
 def pareto_front(df: pd.DataFrame, cost: str = "macs", score: str = "mdsc", *,

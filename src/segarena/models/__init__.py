@@ -45,13 +45,15 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: torch.nn.Module, size: int = 512, in_channels: int = 3) -> int:
-    """Forward FLOPs for one image (PyTorch's own counter: convolutions, matmuls and attention included)."""
+def count_flops(model: torch.nn.Module, size: int = 512, in_channels: int = 3, device: str = "cpu") -> int:
+    """Forward FLOPs for one image (PyTorch's own counter: convolutions, matmuls and attention included).
+
+    ``device="meta"`` (the model built on the meta device) counts from shapes alone, without computing."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, in_channels, size, size)
+    x = torch.zeros(1, in_channels, size, size, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)
@@ -62,10 +64,20 @@ def model_info(name: str, num_classes: int = 2, size: int | None = 512, in_chann
     """Card + parameter count (+ FLOPs at ``size``) of a registered model."""
     entry = MODELS.get(name)
     out_ch = 1 if num_classes == 2 else num_classes
-    model = create_model(name, out_ch, in_channels=in_channels)
     info = entry.card.to_dict()
-    info["params"] = count_params(model)
+    try:  # on the meta device: no weights allocated or initialised, no arithmetic done (seconds, not a minute)
+        with torch.device("meta"):
+            model = create_model(name, out_ch, in_channels=in_channels)
+        info["params"] = count_params(model)
+        if size:
+            flops = count_flops(model, size, in_channels, device="meta")
+        info["flops_counted_on"] = "meta"
+    except Exception:  # noqa: BLE001 - an op without a meta kernel (or a data-dependent shape): count for real
+        model = create_model(name, out_ch, in_channels=in_channels)
+        info["params"] = count_params(model)
+        if size:
+            flops = count_flops(model, size, in_channels)
+        info["flops_counted_on"] = "cpu"
     if size:
-        flops = count_flops(model, size, in_channels)
         info.update(input_size=size, flops=flops, macs=flops // 2)
     return info

@@ -29,8 +29,7 @@ def execute_one(spec_dict: dict[str, Any], results: str, data_root: str | None, 
     from ..protocol import run
 
     spec = spec_from_dict(spec_dict)
-    if os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(run_threads())  # the same count whatever the number of workers (see run_threads)
     try:
         res = run(spec, results, data_root=data_root, device=device, time_limit_s=time_limit_s)
         return {"run_id": spec.run_id, "state": "skipped" if res.skipped else "complete", "summary": res.summary,
@@ -43,6 +42,29 @@ def execute_one(spec_dict: dict[str, Any], results: str, data_root: str | None, 
     except Exception as exc:  # noqa: BLE001 - fail soft across a study
         return {"run_id": spec.run_id, "state": "failed", "kind": type(exc).__name__,
                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "traceback": traceback.format_exc()}
+
+
+def run_threads() -> int:
+    """Intra-op torch threads of every run a study executes: ``$SEGARENA_THREADS_PER_RUN``, else 1.
+
+    The count is fixed per run and never derived from the number of workers: CPU kernels split their reductions
+    (convolution weight gradients, matmul accumulations) by thread, so the same spec trained with 1 and with 2
+    threads ends with different weights. With one thread per run, ``--workers N`` changes only the wall time, and
+    N workers on N cores use the machine fully. The count is recorded in each run's ``device`` field. Setting
+    ``SEGARENA_THREADS_PER_RUN`` (the old name ``SEGARENA_THREADS_PER_WORKER`` is still read) trades that for
+    speed with few workers; runs made with different values may then differ in the last bits of the weights
+    and hence the metrics.
+    """
+    raw = os.environ.get("SEGARENA_THREADS_PER_RUN") or os.environ.get("SEGARENA_THREADS_PER_WORKER") or "1"
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise SegarenaError(f"SEGARENA_THREADS_PER_RUN must be a whole number >= 1, got {raw!r}")
+    return threads
+
+
 
 
 def die_with_parent(parent_pid: int | None = None) -> bool:
@@ -71,10 +93,10 @@ def _init_worker(gpu_queue, threads: int, parent_pid: int | None = None) -> None
     gpu = gpu_queue.get() if gpu_queue is not None else None
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    # Workers share the CPU: each gets cpu_count // workers intra-op threads (SEGARENA_THREADS_PER_WORKER
-    # overrides). Set both ways: torch may already be imported here (spawn re-imports the parent's main module),
-    # and oversubscribed OpenMP threads spin instead of sleeping, which made 2 workers ~30x slower than 1.
-    threads = int(os.environ.get("SEGARENA_THREADS_PER_WORKER", threads))
+    # Each run gets run_threads() intra-op threads, whatever the number of workers (results must not depend on
+    # it). Set both ways: torch may already be imported here (spawn re-imports the parent's main module), and
+    # oversubscribed OpenMP threads spin instead of sleeping, which made 2 workers ~30x slower than 1.
+    threads = run_threads()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import sys
 
@@ -88,6 +110,7 @@ class LocalExecutor:
 
         self.workers = max(1, workers)
         self.gpus = gpus
+        run_threads()  # a bad $SEGARENA_THREADS_PER_RUN is a clean error here, not a failure in every worker
         self._ctx = mp.get_context("spawn")
         self._pool = self._new_pool()
         self._futures: dict[Future, Any] = {}

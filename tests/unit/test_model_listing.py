@@ -34,11 +34,16 @@ def _probe(cache: Path) -> dict:
 def test_listing_imports_no_model_code_and_matches_the_registry(tmp_path):
     """The first listing may import the zoo (only when the shipped catalogue is stale, then it fills the user
     cache); the second never does, and both print exactly the live registry's cards."""
-    from segarena._model_catalog import live_cards
-
     first = _probe(tmp_path)
     second = _probe(tmp_path)
-    live = live_cards()
+    # the live registry of a fresh interpreter: this test process may hold models other tests registered or
+    # resolved by name (smp:..., plugins), which a user's `models list` never sees
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "SEGARENA_CACHE": str(tmp_path / "other")}
+    out = subprocess.run([sys.executable, "-c", "import json; from segarena._model_catalog import live_cards; "
+                          "print(json.dumps(live_cards()))"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    live = json.loads(out.stdout.splitlines()[-1])
     assert first["rc"] == second["rc"] == 0
     assert first["cards"] == second["cards"] == live
     assert second["heavy"] == [], second["heavy"]

@@ -384,7 +384,8 @@ def scan_runs(results: str | os.PathLike, check_records: bool = True) -> Scan:
                 problems.append(Problem(d.name, "log.json", bad + " (training curves left out)",
                                         "delete log.json to silence this; the scores are unaffected", "partial"))
             info.summary, info.log = summary, log if isinstance(log, list) else []
-            if not (d / "checkpoint" / "model.safetensors").is_file():
+            external = isinstance(summary, dict) and summary.get("family") == "external"
+            if not external and not (d / "checkpoint" / "model.safetensors").is_file():  # add-method: no model
                 problems.append(Problem(d.name, "checkpoint/model.safetensors",
                                         "is missing (scores kept; predict, export and crossval cannot use this run)",
                                         "to get the weights back, " + _REDO, "partial"))

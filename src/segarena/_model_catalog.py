@@ -14,6 +14,7 @@ live registry. This module must stay import-light: stdlib only.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ SHIPPED = PACKAGE_DIR / "model_catalog.json"
 PLUGIN_GROUP = "segarena.models"
 
 
+@functools.lru_cache(maxsize=None)
 def fingerprint() -> str:
     """sha256 over the package version and the path and bytes of every file under ``segarena/models``."""
     from ._version import __version__

@@ -39,6 +39,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
 
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    """The options that resolve one run's spec: shared by `run` and `config show`, so both see the same spec."""
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
+    _add_run_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
@@ -102,21 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_models_info)
 
     p = sub.add_parser("run", help="train, select on validation, evaluate on test: one run")
-    p.add_argument("--model")
-    p.add_argument("--dataset")
-    p.add_argument("--fold", type=int)
-    p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
-    _add_run_args(p)
+    _add_spec_args(p)
     p.set_defaults(fn=cmd_run)
 
     cs = sub.add_parser("config", help="show the resolved spec of a run before starting it").add_subparsers(
         dest="sub", required=True)
     p = cs.add_parser("show", help="print the resolved spec as YAML and its run id (same options as `run`)")
-    p.add_argument("--model")
-    p.add_argument("--dataset")
-    p.add_argument("--fold", type=int)
-    p.add_argument("--config", help="YAML file of a RunSpec (data/model/protocol)")
-    _add_run_args(p)
+    _add_spec_args(p)
     p.set_defaults(fn=cmd_config_show)
 
     p = sub.add_parser("compare", help="models x datasets x folds, one after another, then the report")

@@ -26,9 +26,7 @@ def cmd_datasets_prepare(a: argparse.Namespace) -> int:
     from ..data.prepare import prepare
     from ..data.splits import load_or_create
 
-    opts = _options(a.option)
-    if a.path:
-        opts["path"] = a.path
+    opts = _dataset_options(a)
     data = prepare(a.name, a.size, a.data_root, opts, progress=True)
     rec = load_or_create(a.name, data.ids, data.groups, data.index["sha256"], data.index["phash"], a.folds, a.seed,
                          duplicates=a.duplicates, split=a.split, meta=data.index["meta"])
@@ -57,12 +55,18 @@ def cmd_datasets_download(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_datasets_export_nnunet(a: argparse.Namespace) -> int:
-    from ..data.nnunet import export_nnunet
-
+def _dataset_options(a: argparse.Namespace) -> dict:
+    """Adapter options from ``--option key=value`` plus ``--path`` (the dataset's own folder)."""
     opts = _options(a.option)
     if a.path:
         opts["path"] = a.path
+    return opts
+
+
+def cmd_datasets_export_nnunet(a: argparse.Namespace) -> int:
+    from ..data.nnunet import export_nnunet
+
+    opts = _dataset_options(a)
     folder = export_nnunet(a.name, a.out, root=a.data_root, options=opts, dataset_id=a.id, num_folds=a.folds,
                            seed=a.seed, duplicates=a.duplicates, limit=a.limit, progress=_progress_bar("export"))
     print(f"wrote nnU-Net raw dataset {folder} (imagesTr/, labelsTr/, dataset.json) and splits_final.json with "
@@ -74,9 +78,7 @@ def cmd_datasets_export_nnunet(a: argparse.Namespace) -> int:
 def cmd_datasets_check(a: argparse.Namespace) -> int:
     from ..data import check as check_mod
 
-    opts = _options(a.option)
-    if a.path:
-        opts["path"] = a.path
+    opts = _dataset_options(a)
     report = check_mod.check_dataset(a.name, a.root, opts, progress=_progress_bar("check"))
     if a.json:
         _print_json(report)

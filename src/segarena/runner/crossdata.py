@@ -172,18 +172,16 @@ def cross_evaluate(results: str | os.PathLike, data_root: str | os.PathLike | No
     downloaded. User datasets join as partners when their labels are compatible (declared ``harmonized`` groups,
     or a binary dataset whose foreground label is the group's name). Damaged or partial runs are skipped and
     appended to ``problems`` (file + fix) when a list is given."""
-    from .._errors import SegarenaError
     from ..store import Problem
 
     rd = ResultsDir(results, create=False)
     frames = []
     scan = rd.scan(check_records=False)  # damaged runs are listed, never a traceback
-    found = scan.problems if problems is None else problems
-    if problems is not None:
-        problems.extend(scan.problems)
-    usable = {p.run for p in scan.problems if p.file == "checkpoint/model.safetensors"}
+    found = problems if problems is not None else []
+    found.extend(scan.problems)
+    no_weights = {p.run for p in scan.problems if p.file == "checkpoint/model.safetensors"}
     for info in scan.complete:
-        if info.dir.name in usable:
+        if info.dir.name in no_weights:
             continue  # no weights to evaluate with (listed as a problem)
         try:
             store = RunStore(info.dir)

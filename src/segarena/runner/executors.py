@@ -88,7 +88,7 @@ def die_with_parent(parent_pid: int | None = None) -> bool:
     return True
 
 
-def _init_worker(gpu_queue, threads: int, parent_pid: int | None = None) -> None:
+def _init_worker(gpu_queue, parent_pid: int | None = None) -> None:
     die_with_parent(parent_pid)
     gpu = gpu_queue.get() if gpu_queue is not None else None
     if gpu is not None:
@@ -122,9 +122,8 @@ class LocalExecutor:
             queue = self._ctx.Queue()
             for i in range(self.workers):
                 queue.put(self.gpus[i % len(self.gpus)])
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(queue, threads, os.getpid()))
+                                   initargs=(queue, os.getpid()))
 
     def submit(self, key: Any, *args: Any) -> None:
         fut = self._pool.submit(execute_one, *args)

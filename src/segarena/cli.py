@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ms = sub.add_parser("models", help="list models and show their cards").add_subparsers(dest="sub", required=True)
     p = ms.add_parser("list")
-    p.add_argument("--family", choices=["medical", "general", "test"])
+    p.add_argument("--family", choices=["medical", "general", "foundation", "test"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_models_list)
     p = ms.add_parser("info")

@@ -79,7 +79,10 @@ def cmd_datasets_check(a: argparse.Namespace) -> int:
     opts = _options(a.option)
     if a.path:
         opts["path"] = a.path
-    report = check_mod.check_dataset(a.name, a.root, opts)
+    from .progress import spinner
+
+    with spinner(f"checking {a.name}", enabled=not a.json):
+        report = check_mod.check_dataset(a.name, a.root, opts)
     if a.json:
         _print_json(report)
     else:
@@ -104,7 +107,11 @@ def cmd_models_list(a: argparse.Namespace) -> int:
 def cmd_models_info(a: argparse.Namespace) -> int:
     from .models import model_info
 
-    info = model_info(a.name, num_classes=a.classes, size=a.size or None, in_channels=a.in_channels)
+    from .progress import spinner
+
+    what = f"building {a.name}" + (f" and counting FLOPs at {a.size}x{a.size}" if a.size else "")
+    with spinner(what, enabled=not a.json):
+        info = model_info(a.name, num_classes=a.classes, size=a.size or None, in_channels=a.in_channels)
     if a.json:
         _print_json(info)
     else:
@@ -370,7 +377,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_explain(a: argparse.Namespace) -> int:
     from .xai import explain, summarize
 
-    df = explain(a.run_dir, cases=a.cases, method=a.method, out=a.out, data_root=a.data_root, device=a.device)
+    from .progress import spinner
+
+    with spinner(f"explaining {a.run_dir} ({a.method})"):
+        df = explain(a.run_dir, cases=a.cases, method=a.method, out=a.out, data_root=a.data_root, device=a.device)
     for r in summarize(df).to_dict("records"):
         print(f"{r['model']} {r['method']} {r['class_name']}: {r['cases']} cases, energy share "
               f"{r['energy_share']:.3f} [{r['energy_share_ci_low']:.3f}, {r['energy_share_ci_high']:.3f}], "

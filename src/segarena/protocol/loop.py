@@ -169,14 +169,15 @@ def predict_logits(model, x: torch.Tensor, device: torch.device, amp: bool) -> t
 
 def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, device, amp: bool, mean, std,
                    extra: dict[str, Any], progress: bool) -> tuple[list[dict[str, Any]], np.ndarray]:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     labels = data.card.labels
     k = len(labels)
     records: list[dict[str, Any]] = []
     preds = np.zeros((len(idx), data.size, data.size), np.uint8)
     pos = {c: i for i, c in enumerate(idx)}
-    for b in tqdm(_batches(idx, spec.protocol.batch_size), desc="test", disable=not progress, leave=False):
+    for b in progress_bar(_batches(idx, spec.protocol.batch_size), desc=f"test ({len(idx)} cases)",
+                          enabled=progress, unit="batch"):
         x, _, order = _to_device(data, b, device, mean, std)
         logits = predict_logits(model, x, device, amp)
         for j, case in enumerate(order):
@@ -209,7 +210,8 @@ def _evaluate_test(model, data: PreparedDataset, idx: list[int], spec: RunSpec, 
 def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, progress: bool,
              deadline: float | None = None, on_epoch=None, until_epoch: int | None = None) -> dict[str, Any]:
     import pandas as pd
-    from tqdm import tqdm
+
+    from ..progress import progress_bar
 
     p, d = spec.protocol, spec.data
     t_start = time.time()
@@ -260,7 +262,9 @@ def _execute(spec: RunSpec, store: RunStore, data_root, device: torch.device, pr
     bs = p.batch_size
     train_idx = np.asarray(split.train)
     stopped_early = False
-    bar = tqdm(range(start_epoch, p.epochs), desc=spec.run_name[:40], disable=not progress, leave=False)
+    # one line in a terminal; a line per ~10% (at least per epoch of a short run) in a log
+    bar = progress_bar(range(start_epoch, p.epochs), desc=f"train {spec.run_name[:40]}", enabled=progress,
+                       unit="epoch")
     for epoch in bar:
         if bad and p.patience is not None and bad >= p.patience:
             stopped_early = True

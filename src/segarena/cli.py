@@ -364,14 +364,52 @@ def cmd_add_method(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    """U-Net vs SegFormer on Kvasir-SEG with the CPU-sized protocol."""
-    ns = argparse.Namespace(command="demo", argv=a.argv, models="unet,segformer-b0", datasets="kvasir-seg",
-                            folds="0", seeds="0",
-                            preset="cpu-demo", config=None, set=list(a.set or []), results=a.results,
-                            data_root=a.data_root, device=a.device)
-    print("segarena demo: U-Net (medical) vs SegFormer-B0 (general-purpose) on Kvasir-SEG, fold 0 of 5, "
-          "CPU-sized protocol (configs/protocols/cpu-demo.yaml)\n")
-    return cmd_compare(ns)
+    """LiteMedSAM (fine-tuned) vs a medical CNN vs a general-purpose model on Kvasir-SEG, CPU-sized."""
+    from .demo import DEMO_DATA, DEMO_MODELS, demo_specs, paper_note, run_demo
+    from .report import build_report, leaderboard_text, load_results
+
+    print(f"segarena demo: {DEMO_DATA.name}, first {DEMO_DATA.limit} cases, fold {DEMO_DATA.fold} of "
+          f"{DEMO_DATA.num_folds}, CPU-sized protocol (configs/protocols/cpu-demo.yaml)")
+    for name, what, _, _ in DEMO_MODELS:
+        print(f"  {name:<14}{what}")
+    print()
+    rows = run_demo(a.results, overrides=list(a.set or []), data_root=a.data_root, device=a.device,
+                    preset=a.preset or "cpu-demo")
+    failed = [r for r in rows if r.state == "failed"]
+    print()
+    print(leaderboard_text(load_results(a.results)["runs"]))
+    print()
+    print(paper_note(demo_specs(list(a.set or []), a.preset or "cpu-demo")[0]))
+    _log_command(a, a.argv)
+    paths = build_report(a.results)
+    _print_verdicts(paths)
+    print(f"\nreport: {paths['html']}")
+    print("oracle-prompted LiteMedSAM (boxes from the reference masks; an upper bound, never ranked with the "
+          f"above): segarena zeroshot --dataset {DEMO_DATA.name} --set data.limit={DEMO_DATA.limit}")
+    if failed:
+        print(f"{len(failed)} run(s) failed; see the report or the runs' status.json", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_zeroshot(a: argparse.Namespace) -> int:
+    """Zero-shot LiteMedSAM with oracle boxes (from the reference masks), written apart from any ranking."""
+    from .config import RunSpec, apply_overrides
+    from .zeroshot import zeroshot_oracle
+
+    bad = [o for o in (a.set or []) if not o.startswith("data.")]
+    if bad:
+        raise ConfigError(f"zeroshot --set {bad[0]!r}: only data.* settings apply (nothing is trained)",
+                          fix="e.g. --set data.limit=500 --set data.num_folds=5")
+    d = apply_overrides(RunSpec(), [f"data.name={a.dataset}", f"data.fold={a.fold}", *(a.set or [])]).data
+    s = zeroshot_oracle(d.name, d.fold, out=a.out, data_root=a.data_root or d.root, num_folds=d.num_folds,
+                        split_seed=d.split_seed, limit=d.limit, max_cases=a.max_cases, device=a.device,
+                        progress=True)
+    m = s["metrics"]
+    print(f"ORACLE-PROMPTED LiteMedSAM (a box per reference component; not an automatic result) on {d.name} fold "
+          f"{d.fold}: {s['n_test']} test cases, per-case Dice {m['dice_case_mean'] * 100:.1f}%, "
+          f"mDSC {m['mdsc'] * 100:.1f}%")
+    print(f"records: {s['folder']}")
+    return 0
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
@@ -578,7 +616,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split settings of the runs to compare with, e.g. data.num_folds=5, data.options.path=...")
     p.set_defaults(fn=cmd_add_method)
 
-    p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
+    p = sub.add_parser("zeroshot", help="LiteMedSAM zero-shot with ORACLE boxes from the reference masks "
+                                        "(an upper bound; reported apart, never ranked)")
+    p.add_argument("--dataset", default="kvasir-seg")
+    p.add_argument("--fold", type=int, default=0, help="test fold (the protocol's rotation)")
+    p.add_argument("--out", default="results/zeroshot", help="output folder (kept apart from ranked results)")
+    p.add_argument("--max-cases", type=int, help="score only the first N test cases")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $SEGARENA_DATA_ROOT, else the cache)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", metavar="data.KEY=VALUE", help="split settings, e.g. data.limit=500")
+    p.set_defaults(fn=cmd_zeroshot)
+
+    p = sub.add_parser("demo", help="the README demo: LiteMedSAM vs U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)
     p.set_defaults(fn=cmd_demo, results="results/demo")
     return ap

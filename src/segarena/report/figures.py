@@ -91,8 +91,11 @@ def distributions_plot(cases: pd.DataFrame, report: dict[str, Any]) -> str | Non
         order = sorted(part["model"].unique(), key=lambda m: -d.get("estimates", {}).get(m, {}).get("estimate",
                                                                                                    part.loc[part["model"] == m, "dice"].mean()))
         data = [part.loc[part["model"] == m, "dice"].to_numpy() * 100 for m in order]
-        ax.boxplot(data, orientation="horizontal", tick_labels=order, showfliers=False, widths=0.55,
-                   medianprops={"color": "black"})
+        import matplotlib
+
+        new = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+        ax.boxplot(data, showfliers=False, widths=0.55, medianprops={"color": "black"},
+                   **({"orientation": "horizontal", "tick_labels": order} if new else {"vert": False, "labels": order}))
         import numpy as np
 
         rng = np.random.default_rng(0)

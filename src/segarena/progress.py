@@ -123,38 +123,51 @@ def progress_bar(iterable: Iterable[T] | None = None, *, desc: str = "", total: 
 
 
 @contextmanager
-def spinner(desc: str, *, enabled: bool = True, stream: TextIO | None = None, interval: float = 0.5) -> Iterator[None]:
+def spinner(desc: str, *, enabled: bool = True, stream: TextIO | None = None, interval: float = 0.5,
+            delay: float = 0.5) -> Iterator[None]:
     """Show that a step of unknown length is running: ``desc … 12s`` ticking in a terminal (one line, erased
-    at the end), a start and an end line elsewhere."""
+    at the end), a start and an end line elsewhere. Nothing is shown for steps shorter than ``delay`` seconds,
+    so a command that fails at once still prints its one-line error and nothing else."""
     if not enabled:
         yield
         return
     stream = stream or sys.stderr
     t0 = time.time()
-    if not is_terminal(stream):
-        print(f"{desc} …", file=stream, flush=True)
-        yield
-        print(f"{desc}: done in {time.time() - t0:.0f}s", file=stream, flush=True)
-        return
+    tty = is_terminal(stream)
     stop = threading.Event()
+    shown = threading.Event()
     frames = "|/-\\"
 
     def tick() -> None:
+        if stop.wait(delay):
+            return
+        shown.set()
+        if not tty:
+            print(f"{desc} …", file=stream, flush=True)
+            return
         i = 0
-        while not stop.wait(interval):
+        while True:
             stream.write(f"\r{desc} {frames[i % 4]} {time.time() - t0:.0f}s")
             stream.flush()
             i += 1
+            if stop.wait(interval):
+                return
 
     th = threading.Thread(target=tick, daemon=True)
     th.start()
+    ok = False
     try:
         yield
+        ok = True
     finally:
         stop.set()
         th.join()
-        stream.write("\r\033[K")
-        stream.flush()
+        if shown.is_set():
+            if tty:
+                stream.write("\r\033[K")
+                stream.flush()
+            elif ok:
+                print(f"{desc}: done in {time.time() - t0:.0f}s", file=stream, flush=True)
 
 
 __all__ = ["LineProgress", "is_terminal", "progress_bar", "spinner"]

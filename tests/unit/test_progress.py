@@ -44,10 +44,16 @@ def test_disabled_bar_prints_nothing(capsys):
 
 def test_spinner_without_terminal_prints_start_and_end():
     out = io.StringIO()
-    with spinner("counting FLOPs", stream=out):
-        pass
+    with spinner("counting FLOPs", stream=out, delay=0.0):
+        import time
+
+        time.sleep(0.05)
     lines = out.getvalue().splitlines()
     assert lines[0] == "counting FLOPs …" and lines[1].startswith("counting FLOPs: done in")
+    quick = io.StringIO()
+    with spinner("instant", stream=quick, delay=5.0):
+        pass
+    assert quick.getvalue() == ""  # steps shorter than the delay print nothing (a fast error stays one line)
 
 
 def test_terminal_bar_is_tqdm():
@@ -64,10 +70,10 @@ def test_terminal_bar_is_tqdm():
 
 def test_cli_models_info_reports_progress_on_stderr_when_piped():
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-m", "segarena", "models", "info", "tiny-unet", "--size", "64"],
+    r = subprocess.run([sys.executable, "-m", "segarena", "models", "info", "unet", "--size", "512"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "building tiny-unet and counting FLOPs at 64x64 …" in r.stderr
+    assert "building unet and counting FLOPs at 512x512 …" in r.stderr
     assert "done in" in r.stderr and "\r" not in r.stderr
     assert "params" in r.stdout and "…" not in r.stdout  # stdout stays the parseable answer
 

@@ -16,7 +16,8 @@ def _report() -> dict:
     est = {"a": (0.8, 0.75, 0.85), "b": (0.7, 0.64, 0.76), "c": (0.4, 0.33, 0.47)}
     return {"alpha": 0.05, "datasets": {"kvasir-seg": {
         "metric_label": "per-case Dice", "n_cases": 40, "n_folds": 1, "anchor": "a",
-        "estimates": {m: {"estimate": e, "ci": [lo, hi], "n_cases": 40, "n_folds": 1} for m, (e, lo, hi) in est.items()},
+        "estimates": {m: {"estimate": e, "ci": [lo, hi], "n_cases": 40, "n_folds": 1}
+                      for m, (e, lo, hi) in est.items()},
         "models": {"b": {"relation": "tied"}, "c": {"relation": "worse"}},
         "pairwise": [{"model": "b", "versus": "a", "difference": -0.1, "p_holm": 0.2},
                      {"model": "c", "versus": "a", "difference": -0.4, "p_holm": 1e-5},
@@ -25,7 +26,8 @@ def _report() -> dict:
 
 def _cases() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    rows = [{"dataset": "kvasir-seg", "model": m, "fold": 0, "case_id": f"c{i}", "dice": float(np.clip(mu + rng.normal(0, .1), 0, 1))}
+    rows = [{"dataset": "kvasir-seg", "model": m, "fold": 0, "case_id": f"c{i}",
+             "dice": float(np.clip(mu + rng.normal(0, .1), 0, 1))}
             for m, mu in (("a", .8), ("b", .7), ("c", .4)) for i in range(40)]
     return pd.DataFrame(rows)
 

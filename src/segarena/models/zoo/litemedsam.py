@@ -262,6 +262,8 @@ class MaskDecoder(nn.Module):
         """``img`` [B, C, h, w] (one row per prompt), ``sparse`` [B, P, C] -> masks [B, outputs, 4h, 4w] and IoU
         predictions [B, outputs]. ``outputs=1``: SAM's single-mask output (token 0); 4: all mask tokens."""
         b, c, h, w = img.shape
+        if dense.ndim == 2:  # SAM's "no mask" embedding [1, C], broadcast over the grid
+            dense = dense.reshape(1, c, 1, 1)
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).unsqueeze(0).expand(b, -1, -1)
         tok, src = self.transformer(img + dense, img_pe.expand(b, -1, -1, -1),
                                     torch.cat([out_tokens, sparse.to(img.dtype)], dim=1))
@@ -282,7 +284,9 @@ class LiteMedSAM(nn.Module):
 
     def decode(self, emb: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """Embedding [B, C, h, w] + prompt tokens [B, P, C] -> single-mask logits [B, 1, 4h, 4w]."""
-        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).to(emb.dtype)
+        # the weight itself (a leaf), not a view of it: FLOP counting's module hooks reject parameter views made
+        # under no_grad
+        dense = self.prompt_encoder.no_mask_embed.weight.to(emb.dtype)
         pe = self.prompt_encoder.dense_pe(*emb.shape[-2:]).to(emb.dtype)
         return self.mask_decoder(emb, pe, dense, sparse)[0]
 

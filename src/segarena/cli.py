@@ -100,7 +100,7 @@ def cmd_models_list(a: argparse.Namespace) -> int:
     else:
         for c in cards:
             p = f"{c.params_paper_m:.0f}M (paper)" if c.params_paper_m else ""
-            print(f"{c.name:<28}{c.family:<9}{p:<13}{c.title}")
+            print(f"{c.name:<28}{c.family:<11}{p:<13}{c.title}")
     return 0
 
 

@@ -142,3 +142,11 @@ def test_flops_are_countable():
     from segarena.models import count_flops
 
     assert count_flops(create_model("litemedsam", 1), 32) > 1e8
+
+
+def test_zeroshot_cli_refuses_training_settings(capsys):
+    from segarena.cli import main
+
+    assert main(["zeroshot", "--set", "protocol.lr=1e-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "only data.* settings apply" in err and len(err.splitlines()) == 1

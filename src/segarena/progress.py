@@ -28,21 +28,37 @@ def is_terminal(stream: TextIO | None = None) -> bool:
         return False
 
 
+#: seconds a bar stays silent: steps that finish (or fail) sooner print nothing, so a bad input still gets its
+#: one-line error and nothing else
+DEFAULT_DELAY = 1.0
+
+
 class LineProgress:
-    """A tqdm-like bar for non-terminal output: a line at start, at every ``every`` percent, and at the end."""
+    """A tqdm-like bar for non-terminal output: a line at start, at every ``every`` percent, and at the end.
+
+    Silent for the first ``delay`` seconds (default :data:`DEFAULT_DELAY`); the start line is written with the
+    first line after that. Nothing is written when the loop ends by an exception."""
 
     def __init__(self, iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
-                 unit: str = "it", every: float = 10.0, stream: TextIO | None = None) -> None:
+                 unit: str = "it", every: float = 10.0, stream: TextIO | None = None,
+                 delay: float | None = None) -> None:
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc, self.unit, self.every = desc, unit, every
         self.stream = stream or sys.stderr
         self.n, self.postfix, self.t0 = 0, "", time.time()
+        self.delay = DEFAULT_DELAY if delay is None else delay
         self._next = every
         self._closed = False
-        self._emit(f"{self.desc}: started" + (f" ({self.total} {self.unit})" if self.total else ""))
+        self._started = False
 
     def _emit(self, text: str) -> None:
+        if not self._started:
+            if time.time() - self.t0 < self.delay:
+                return
+            self._started = True
+            print(f"{self.desc}: started" + (f" ({self.total} {self.unit})" if self.total else ""),
+                  file=self.stream, flush=True)
         print(text, file=self.stream, flush=True)
 
     def _line(self) -> str:
@@ -67,7 +83,7 @@ class LineProgress:
         self.desc = desc
 
     def write(self, text: str) -> None:
-        self._emit(text)
+        print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         if not self._closed:
@@ -79,14 +95,19 @@ class LineProgress:
             for item in self.iterable:  # type: ignore[union-attr]
                 yield item
                 self.update(1)
-        finally:
-            self.close()
+        except BaseException:
+            self._closed = True  # a failing step: its error message is the one line the user needs
+            raise
+        self.close()
 
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._closed = True
 
 
 class _Null:
@@ -110,7 +131,7 @@ class _Null:
 
 def progress_bar(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
                  enabled: bool = True, unit: str = "it", leave: bool = False, every: float = 10.0,
-                 stream: TextIO | None = None) -> Any:
+                 stream: TextIO | None = None, delay: float | None = None) -> Any:
     """A tqdm bar in a terminal, a :class:`LineProgress` elsewhere, nothing when ``enabled`` is false."""
     if not enabled:
         return _Null(iterable)
@@ -118,8 +139,9 @@ def progress_bar(iterable: Iterable[T] | None = None, *, desc: str = "", total: 
     if is_terminal(stream):
         from tqdm import tqdm
 
-        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=stream, dynamic_ncols=True)
-    return LineProgress(iterable, total=total, desc=desc, unit=unit, every=every, stream=stream)
+        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=stream, dynamic_ncols=True,
+                    delay=DEFAULT_DELAY if delay is None else delay)
+    return LineProgress(iterable, total=total, desc=desc, unit=unit, every=every, stream=stream, delay=delay)
 
 
 @contextmanager
@@ -170,4 +192,4 @@ def spinner(desc: str, *, enabled: bool = True, stream: TextIO | None = None, in
                 print(f"{desc}: done in {time.time() - t0:.0f}s", file=stream, flush=True)
 
 
-__all__ = ["LineProgress", "is_terminal", "progress_bar", "spinner"]
+__all__ = ["DEFAULT_DELAY", "LineProgress", "is_terminal", "progress_bar", "spinner"]

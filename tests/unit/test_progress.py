@@ -16,7 +16,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 def test_non_terminal_bar_prints_a_bounded_number_of_plain_lines():
     out = io.StringIO()  # not a TTY
-    bar = progress_bar(range(1000), desc="train", unit="step", stream=out)
+    bar = progress_bar(range(1000), desc="train", unit="step", stream=out, delay=0)
     assert isinstance(bar, LineProgress)
     assert sum(1 for _ in bar) == 1000
     text = out.getvalue()
@@ -30,11 +30,23 @@ def test_non_terminal_bar_prints_a_bounded_number_of_plain_lines():
 
 def test_non_terminal_bar_of_a_short_loop_has_a_line_per_item_at_most():
     out = io.StringIO()
-    bar = progress_bar(range(3), desc="epochs", stream=out)
+    bar = progress_bar(range(3), desc="epochs", stream=out, delay=0)
     for _ in bar:
         bar.set_postfix(val_mdsc="0.500")
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and lines[-1].endswith("val_mdsc=0.500")
+
+
+def test_quick_or_failing_steps_print_nothing():
+    out = io.StringIO()
+    assert list(progress_bar(range(50), desc="quick", stream=out)) == list(range(50))  # under the 1 s delay
+    bar = progress_bar(range(10), desc="failing", stream=out, delay=0)
+    with pytest.raises(ValueError):
+        for i in bar:
+            if i == 5:
+                raise ValueError("bad file")
+    lines = out.getvalue().splitlines()
+    assert not any("quick" in x for x in lines) and not any("done" in x for x in lines)
 
 
 def test_disabled_bar_prints_nothing(capsys):
@@ -79,7 +91,7 @@ def test_cli_models_info_reports_progress_on_stderr_when_piped():
 
 
 @pytest.mark.realdata
-def test_run_reports_progress_on_request(real_data_root, tmp_path, capsys):
+def test_run_reports_progress_on_request(real_data_root, tmp_path, capsys, monkeypatch):
     from segarena import DataConfig, ModelConfig, ProtocolConfig, RunSpec
     from segarena.protocol import run
 
@@ -88,6 +100,7 @@ def test_run_reports_progress_on_request(real_data_root, tmp_path, capsys):
                    protocol=ProtocolConfig(input_size=32, epochs=2, batch_size=4, max_steps_per_epoch=1, amp=False))
     run(spec, tmp_path / "quiet")
     assert "train " not in capsys.readouterr().err
+    monkeypatch.setattr("segarena.progress.DEFAULT_DELAY", 0.0)  # this tiny run is faster than the 1 s delay
     run(spec, tmp_path / "loud", progress=True)
     err = capsys.readouterr().err
     assert "train tiny-fcn" in err and "test (" in err and "done 100%" in err and "\r" not in err

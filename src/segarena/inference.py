@@ -335,11 +335,11 @@ def predict(source: str | Path | TrainedModel, inputs: str | Path, output: str |
         raise SegarenaError(f"--output {out} is the input folder; label maps would overwrite the images",
                             fix="choose another output folder")
     tm = source if isinstance(source, TrainedModel) else load_trained(source, device)
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     result = Predictions()
     batch: list[tuple[Path, np.ndarray]] = []
-    for i, path in enumerate(tqdm(files, desc="predict", unit="img", disable=not progress, leave=False)):
+    for i, path in enumerate(progress_bar(files, desc="predict", unit="img", enabled=progress)):
         try:
             batch.append((path, _read(path, tm.in_channels)))
         except DataError as exc:

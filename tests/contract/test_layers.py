@@ -2,8 +2,8 @@
 
 Order, lowest first (a module's layer is given by its first package component under ``segarena``):
 
-0. foundations: ``_errors``, ``_io``, ``_registry``, ``_paths``, ``_version``, ``_augment_presets`` (plain data,
-   part of the run identity), ``config``, ``configs``
+0. foundations: ``_errors``, ``_io``, ``_registry``, ``_paths``, ``_version``, ``progress`` (bars and spinners
+   for terminals and logs), ``_augment_presets`` (plain data, part of the run identity), ``config``, ``configs``
 1. ``data``, ``metrics``, ``stats`` -- pure computation over arrays and tables. ``stats`` sits here rather than
    above ``runner``: ``runner.select`` ranks candidates with a bootstrap and ``runner.crossdata`` puts intervals on
    transfer gaps, and ``stats`` itself needs nothing but the foundations.
@@ -13,8 +13,9 @@ Order, lowest first (a module's layer is given by its first package component un
 4. the protocol: ``protocol`` (train), ``evaluate`` (score a folder of predictions), ``inference`` (predict with a
    trained run) and ``export`` (package a trained run as a bundle, built on ``inference``). They sit together because
    each is "one run's model over one set of images"; ``protocol.precision`` is the device/autocast helper they share.
+   ``zeroshot`` (oracle-prompted LiteMedSAM over a test fold) is one such model over one set of images too.
 5. ``runner`` -- grids, studies, executors, select, cross-dataset evaluation
-6. ``xai``, ``report``
+6. ``xai``, ``report``, and ``demo`` (the fixed runs of ``segarena demo``, compared through ``report.compare``)
 7. ``cli``, ``__main__`` and the package root ``segarena`` (the public facade, which imports lazily)
 
 Imports inside functions count the same as those at the top of a module: a lazy import hides a cycle from Python
@@ -30,19 +31,20 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "segarena"
 
 LAYERS: dict[str, int] = {
-    "_errors": 0, "_io": 0, "_registry": 0, "_paths": 0, "_version": 0, "_augment_presets": 0,
+    "_errors": 0, "_io": 0, "_registry": 0, "_paths": 0, "_version": 0, "_augment_presets": 0, "progress": 0,
     "config": 0, "configs": 0,
     "data": 1, "metrics": 1, "stats": 1,
     "models": 2, "_model_catalog": 2,
     "store": 3,
-    "protocol": 4, "evaluate": 4, "inference": 4, "export": 4,
+    "protocol": 4, "evaluate": 4, "inference": 4, "export": 4, "zeroshot": 4,
     "runner": 5,
-    "xai": 6, "report": 6,
+    "xai": 6, "report": 6, "demo": 6,
     "cli": 7, "__main__": 7, "": 7,
 }
 
 #: within a layer some packages still have a direction: the foundations import each other only this way round
-FOUNDATION_ORDER = ["_version", "_errors", "_io", "_registry", "_paths", "_augment_presets", "config", "configs"]
+FOUNDATION_ORDER = ["_version", "progress", "_errors", "_io", "_registry", "_paths", "_augment_presets", "config",
+                    "configs"]
 
 
 def _module_name(path: Path, src: Path | None = None) -> str:

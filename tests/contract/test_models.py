@@ -45,7 +45,7 @@ def _params() -> list:
 def test_card_complete(name):
     card = MODELS.get(name).card
     assert card.name == name
-    assert card.family in ("medical", "general", "test")
+    assert card.family in ("medical", "general", "foundation", "test")
     for field in ("title", "paper", "repo", "license", "gradcam_layer"):
         assert getattr(card, field), f"{name}: card field {field} is empty"
     for tag, w in card.pretrained.items():

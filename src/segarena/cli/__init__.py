@@ -21,7 +21,7 @@ from .data import (
 from .deploy import cmd_convert_weights, cmd_export, cmd_predict
 from .runs import (
     cmd_run, cmd_config_show, cmd_compare, cmd_report, cmd_study_plan, cmd_study_run, cmd_study_status, cmd_select,
-    cmd_crossval, cmd_evaluate, cmd_add_method, cmd_demo, cmd_explain
+    cmd_crossval, cmd_evaluate, cmd_add_method, cmd_demo, cmd_explain, cmd_zeroshot
 )
 
 
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ms = sub.add_parser("models", help="list models and show their cards").add_subparsers(dest="sub", required=True)
     p = ms.add_parser("list")
-    p.add_argument("--family", choices=["medical", "general", "test"])
+    p.add_argument("--family", choices=["medical", "general", "foundation", "test"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_models_list)
     p = ms.add_parser("info")
@@ -249,7 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unpickle with plain torch.load: RUNS any code in the file; only for files you trust")
     p.set_defaults(fn=cmd_convert_weights)
 
-    p = sub.add_parser("demo", help="the README demo: U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
+    p = sub.add_parser("zeroshot", help="LiteMedSAM zero-shot with ORACLE boxes from the reference masks "
+                                        "(an upper bound; reported apart, never ranked)")
+    p.add_argument("--dataset", default="kvasir-seg")
+    p.add_argument("--fold", type=int, default=0, help="test fold (the protocol's rotation)")
+    p.add_argument("--out", default="results/zeroshot", help="output folder (kept apart from ranked results)")
+    p.add_argument("--max-cases", type=int, help="score only the first N test cases")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $SEGARENA_DATA_ROOT, else the cache)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", metavar="data.KEY=VALUE", help="split settings, e.g. data.limit=500")
+    p.set_defaults(fn=cmd_zeroshot)
+
+    p = sub.add_parser("demo", help="the README demo: LiteMedSAM vs U-Net vs SegFormer on Kvasir-SEG, CPU-sized")
     _add_run_args(p)
     p.set_defaults(fn=cmd_demo, results="results/demo")
     return ap

@@ -32,15 +32,15 @@ def _options(sets: list[str]) -> dict[str, Any]:
 
 
 def _progress_bar(what: str):
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (long dataset commands never go silent)."""
+    """A ``progress(done, total)`` callback drawing :func:`..progress.progress_bar` on stderr (long dataset commands
+    never go silent; one line in a terminal, a line per 10% in a log)."""
     state: dict[str, Any] = {}
 
     def update(done: int, total: int) -> None:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=what, unit="case", file=sys.stderr, mininterval=1.0,
-                                leave=False)
+            state["bar"] = progress_bar(total=total, desc=what, unit="case")
         state["bar"].update(done - state["bar"].n)
         if done >= total:
             state["bar"].close()
@@ -93,10 +93,13 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def _print_comparison(comp) -> int:
-    """Leaderboard, caveats and verdicts, the report's path; 1 when a run failed (named on stderr)."""
+def _print_comparison(comp, beside: str = "") -> int:
+    """Leaderboard (then ``beside`` it, e.g. the paper's numbers), caveats and verdicts, the report's path; 1 when a
+    run failed (named on stderr)."""
     print()
     print(comp.leaderboard)
+    if beside:
+        print(f"\n{beside}")
     _print_verdicts(comp.paths)
     print(f"\nreport: {comp.paths['html']}")
     if comp.failed:

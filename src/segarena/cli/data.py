@@ -79,7 +79,7 @@ def cmd_datasets_check(a: argparse.Namespace) -> int:
     from ..data import check as check_mod
 
     opts = _dataset_options(a)
-    report = check_mod.check_dataset(a.name, a.root, opts, progress=_progress_bar("check"))
+    report = check_mod.check_dataset(a.name, a.root, opts, progress=None if a.json else _progress_bar("check"))
     if a.json:
         _print_json(report)
     else:
@@ -113,7 +113,11 @@ def cmd_models_list(a: argparse.Namespace) -> int:
 def cmd_models_info(a: argparse.Namespace) -> int:
     from ..models import model_info
 
-    info = model_info(a.name, num_classes=a.classes, size=a.size or None, in_channels=a.in_channels)
+    from ..progress import spinner
+
+    what = f"building {a.name}" + (f" and counting FLOPs at {a.size}x{a.size}" if a.size else "")
+    with spinner(what, enabled=not a.json):
+        info = model_info(a.name, num_classes=a.classes, size=a.size or None, in_channels=a.in_channels)
     if a.json:
         _print_json(info)
     else:

@@ -124,7 +124,8 @@ def prepare(name: str, size: int, root: str | os.PathLike | None = None, options
     have_native = (folder / "native").is_dir()
     try:
         from PIL import Image
-        from tqdm import tqdm
+
+        from ..progress import progress_bar
 
         def work(i: int) -> int:
             small, msmall, mask, sha, ph = _decode(adapter, cases[i], c, size)
@@ -141,7 +142,7 @@ def prepare(name: str, size: int, root: str | os.PathLike | None = None, options
 
         with ThreadPoolExecutor(max(1, workers)) as pool:
             it = pool.map(work, range(n))
-            for _ in tqdm(it, total=n, desc=f"prepare {name} @{size}", disable=not progress, leave=False):
+            for _ in progress_bar(it, total=n, desc=f"prepare {name} @{size}", enabled=progress, unit="image"):
                 pass
         images.flush()
         masks.flush()

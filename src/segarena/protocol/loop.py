@@ -275,7 +275,7 @@ def _setup(spec: RunSpec, store: RunStore, data_root, device: torch.device, prog
 def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | None, tracker) -> Fit:
     """Train epoch by epoch, validate after each, keep the best checkpoint and a resume state; stop early on
     ``patience``, pause after ``until_epoch``. A resume state left by an interrupted call is continued."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     spec, model, store, feed = ctx.spec, ctx.model, ctx.store, ctx.feed
     p, card = spec.protocol, ctx.data.card
@@ -300,7 +300,9 @@ def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | N
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
 
-    bar = tqdm(range(start_epoch, p.epochs), desc=spec.run_name[:40], disable=not ctx.progress, leave=False)
+    # one line in a terminal; a line per ~10% (at least per epoch of a short run) in a log
+    bar = progress_bar(range(start_epoch, p.epochs), desc=f"train {spec.run_name[:40]}", enabled=ctx.progress,
+                       unit="epoch")
     for epoch in bar:
         if bad and p.patience is not None and bad >= p.patience:
             fit.stopped_early = True

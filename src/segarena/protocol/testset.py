@@ -42,7 +42,7 @@ def evaluate(ctx: RunContext) -> tuple[Any, float]:
 
 def evaluate_test(ctx: RunContext, extra: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Per-case records (overlap and surface metrics) and network-resolution label maps of the test split."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     spec, data, idx, feed = ctx.spec, ctx.data, ctx.split.test, ctx.feed
     labels = data.card.labels
@@ -50,7 +50,8 @@ def evaluate_test(ctx: RunContext, extra: dict[str, Any]) -> tuple[list[dict[str
     records: list[dict[str, Any]] = []
     preds = np.zeros((len(idx), data.size, data.size), np.uint8)
     pos = {c: i for i, c in enumerate(idx)}
-    for b in tqdm(batches(idx, feed.batch_size), desc="test", disable=not ctx.progress, leave=False):
+    for b in progress_bar(batches(idx, feed.batch_size), desc=f"test ({len(idx)} cases)",
+                          enabled=ctx.progress, unit="batch"):
         x, _, order = to_device(data, b, feed)
         logits = predict_logits(ctx.model, x, feed.device, feed.amp)
         for j, case in enumerate(order):

@@ -207,6 +207,9 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike | None = Non
     text = to_json(ev.report)
     write_text(paths["json"], text)
     ctx["report"] = json.loads(text)  # the three renderings read the written verdicts, nothing else
+    from .figures import add_figures
+
+    add_figures(ctx, out_dir)  # forest plot, distributions, pairwise matrix; every image also as a file
     write_text(paths["markdown"], render_markdown(ctx))
     write_text(paths["html"], render_html(ctx))
     write_text(paths["latex"], render_latex(ctx))

@@ -96,7 +96,8 @@ def _search_rows(search: pd.DataFrame, chosen: dict[tuple[str, str], float]) -> 
 def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(title, kind, payload) in reading order; kind: para, list, table, images, gallery, code."""
     ev, rep = ctx["evidence"], ctx["report"]
-    out = _verdict_sections(rep)
+    out = [("The verdict at a glance", "figures", ctx["verdict_figures"])] if ctx.get("verdict_figures") else []
+    out += _verdict_sections(rep)
     out.append(("Leaderboard", "table", (LB_HEAD, leaderboard_rows(ctx),
                "Verdict metric: per-case Dice (mean over foreground classes of each case; empty-mask policy applies), "
                "mean over the test cases every model has, 95% percentile-bootstrap CI over cases (stratified by "
@@ -198,6 +199,9 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def render_markdown(ctx: dict[str, Any]) -> str:
+    from .figures import figure_key
+
+    files = ctx.get("figure_files", {})  # image -> file under report/figures/ (written by build_report)
     parts = ["# segarena report", ""]
     for title, kind, payload in _sections(ctx):
         parts += [f"## {title}", ""]
@@ -210,8 +214,16 @@ def render_markdown(ctx: dict[str, Any]) -> str:
                 parts += ["", f"_{note}_"]
         elif kind == "code":
             parts += ["```", payload, "```"]
-        elif kind in ("images", "gallery"):
-            parts.append("_figures: see report.html_")
+        elif kind == "figures":
+            for name, caption, b64 in payload:
+                parts += [f"![{name}]({files.get(figure_key(b64), '')})", "", f"_{caption}_", ""]
+        elif kind == "images":
+            parts += [f"![{name}]({files.get(figure_key(b64), '')})" for name, b64 in payload]
+        elif kind == "gallery":
+            for (ds, model), imgs in payload.items():
+                parts += [f"**{model} on {ds}**" if model else f"**{ds}**", ""]
+                parts += [f"![{name}]({files.get(figure_key(b64), '')})" for name, b64 in imgs]
+                parts.append("")
         parts.append("")
     return "\n".join(parts)
 
@@ -222,7 +234,8 @@ line-height:1.45}table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,
 padding:3px 7px;text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}img{max-width:100%}
 .gal img{max-height:170px;margin:3px}.note{color:#555;font-size:12.5px}pre{background:#f7f7f7;padding:.6em;
 overflow:auto;font-size:12px}ul.summary li{margin:.3em 0}figure{display:inline-block;margin:4px}
-ul.caveats{background:#fff4d6;border-left:4px solid #e0a000;padding:.5em 1em .5em 2em}"""
+ul.caveats{background:#fff4d6;border-left:4px solid #e0a000;padding:.5em 1em .5em 2em}
+figure.verdict{display:block;margin:.8em 0 1.4em}figure.verdict img{max-width:100%}"""
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
@@ -252,6 +265,10 @@ def render_html(ctx: dict[str, Any]) -> str:
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
         elif kind == "code":
             parts.append(f"<pre>{html.escape(payload)}</pre>")
+        elif kind == "figures":
+            parts.append("".join(f"<figure class='verdict'><img alt='{html.escape(n)}' "
+                                 f"src='data:image/png;base64,{b}'><figcaption class='note'>{html.escape(c)}"
+                                 "</figcaption></figure>" for n, c, b in payload))
         elif kind == "images":
             parts.append("<div>" + "".join(_img(n, b) for n, b in payload) + "</div>")
         elif kind == "gallery":

@@ -99,7 +99,8 @@ def select(base: RunSpec, models: list[str] | None, results: str | os.PathLike, 
 
     milestones = rung_schedule(len(models), budget_epochs, eta)
     total_epochs = milestones[-1]
-    specs = {m: dataclasses.replace(base, model=ModelConfig(name=m, pretrained=resolve_pretrained(m, base.model.pretrained)),
+    specs = {m: dataclasses.replace(base,
+                                    model=ModelConfig(name=m, pretrained=resolve_pretrained(m, base.model.pretrained)),
                                     protocol=dataclasses.replace(base.protocol, epochs=total_epochs, patience=None))
              for m in models}
     alive = list(models)

@@ -63,7 +63,9 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
     """Run (or resume) ``study``. First the preflight (:func:`.plan.preflight`): nothing starts while a run has a
     problem (``allow_missing_data``: the datasets that are missing are left out). The (model, dataset) pairs are
     submitted largest estimated GPU time first, so workers finish close together."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # tqdm.write prints above a live terminal bar
+
+    from ..progress import progress_bar
 
     order: dict[tuple[str, str], float] = {}
     if preflight:
@@ -80,7 +82,7 @@ def run_study(study: StudySpec, results: str | os.PathLike, *, executor: str = "
     search_done: dict[str, list[dict[str, Any]]] = {}
     ex = make_executor(executor, workers, address)
     total = sum(len(study.search_specs(m, d)) + len(study.cv_specs(m, d)) for m, d in study.pairs())
-    bar = tqdm(total=total, desc=f"study {study.name}", disable=not progress, unit="run")
+    bar = progress_bar(total=total, desc=f"study {study.name}", enabled=progress, unit="run")
 
     def save_manifest(state: str) -> None:
         write_json(manifest, {"name": study.name, "state": state, "time": time.time(), "workers": workers,

@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (each module registers its models on import)
     dinov2,
     hiformer,
     internimage,
+    litemedsam,
     mask2former,
     missformer,
     named,

@@ -339,7 +339,7 @@ def predict(source: str | Path | TrainedModel, inputs: str | Path, output: str |
 
     result = Predictions()
     batch: list[tuple[Path, np.ndarray]] = []
-    for i, path in enumerate(progress_bar(files, desc="predict", unit="img", enabled=progress)):
+    for i, path in enumerate(progress_bar(files, desc="predict", unit="image", enabled=progress)):
         try:
             batch.append((path, _read(path, tm.in_channels)))
         except DataError as exc:

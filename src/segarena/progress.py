@@ -33,6 +33,14 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 DEFAULT_DELAY = 1.0
 
 
+def _plural(unit: str) -> str:
+    """``image`` -> ``images``, ``batch`` -> ``batches``, ``epoch`` -> ``epochs`` (log lines read "50/500
+    images"; tqdm shows rates)."""
+    if unit == "it" or unit.endswith("s"):
+        return unit
+    return unit + ("es" if unit.endswith(("x", "tch", "sh")) else "s")
+
+
 class LineProgress:
     """A tqdm-like bar for non-terminal output: a line at start, at every ``every`` percent, and at the end.
 
@@ -44,7 +52,7 @@ class LineProgress:
                  delay: float | None = None) -> None:
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        self.desc, self.unit, self.every = desc, unit, every
+        self.desc, self.unit, self.every = desc, _plural(unit), every
         self.stream = stream or sys.stderr
         self.n, self.postfix, self.t0 = 0, "", time.time()
         self.delay = DEFAULT_DELAY if delay is None else delay

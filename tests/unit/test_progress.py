@@ -22,10 +22,10 @@ def test_non_terminal_bar_prints_a_bounded_number_of_plain_lines():
     text = out.getvalue()
     lines = text.splitlines()
     assert "\r" not in text and "\x1b" not in text
-    assert lines[0] == "train: started (1000 step)"
-    assert lines[-1].startswith("train: done 100% (1000/1000 step")
+    assert lines[0] == "train: started (1000 steps)"
+    assert lines[-1].startswith("train: done 100% (1000/1000 steps")
     assert 10 <= len(lines) <= 12  # start, 10%..90%, done: never one line per step
-    assert "train: 50% (500/1000 step" in text
+    assert "train: 50% (500/1000 steps" in text
 
 
 def test_non_terminal_bar_of_a_short_loop_has_a_line_per_item_at_most():
@@ -104,3 +104,10 @@ def test_run_reports_progress_on_request(real_data_root, tmp_path, capsys, monke
     run(spec, tmp_path / "loud", progress=True)
     err = capsys.readouterr().err
     assert "train tiny-fcn" in err and "test (" in err and "done 100%" in err and "\r" not in err
+
+
+def test_log_lines_name_their_unit_in_the_plural():
+    from segarena.progress import _plural
+
+    assert [_plural(u) for u in ("image", "batch", "epoch", "case", "run", "it", "cases")] == \
+        ["images", "batches", "epochs", "cases", "runs", "it", "cases"]

@@ -301,7 +301,7 @@ def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | N
             scaler.load_state_dict(state["scaler"])
 
     # one line in a terminal; a line per ~10% (at least per epoch of a short run) in a log
-    bar = progress_bar(range(start_epoch, p.epochs), desc=f"train {spec.run_name[:40]}", enabled=ctx.progress,
+    bar = progress_bar(range(start_epoch, p.epochs), desc=f"train {spec.model.name[:40]}", enabled=ctx.progress,
                        unit="epoch")
     for epoch in bar:
         if bad and p.patience is not None and bad >= p.patience:

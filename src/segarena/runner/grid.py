@@ -66,7 +66,9 @@ def run_grid(specs: list[RunSpec], results: str | os.PathLike, *, data_root: str
     rows = []
     for i, spec in enumerate(specs):
         if progress:
-            print(f"[{i + 1}/{len(specs)}] {spec.run_name}", flush=True)
+            # names, not the run id: the id printed before the split exists would not be the run folder's
+            print(f"[{i + 1}/{len(specs)}] {spec.model.name} on {spec.data.name}, fold {spec.data.fold}, "
+                  f"seed {spec.protocol.seed}", flush=True)
         try:
             res = run(spec, results, data_root=data_root, device=device, progress=progress)
             row = GridRow(spec, "skipped" if res.skipped else "complete", res.summary)

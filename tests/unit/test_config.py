@@ -106,6 +106,12 @@ def test_run_ids_at_the_speed_option_defaults_are_the_ids_from_before():
     for preset in ("cpu-demo", "smoke"):
         assert RunSpec(protocol=load_protocol(preset)).run_id == IDS_BEFORE_SPEED_OPTIONS[preset]
         assert RunSpec(protocol=load_protocol(preset), **tiny).run_id == IDS_BEFORE_SPEED_OPTIONS[f"{preset} tiny"]
+    from pathlib import Path
+
+    from segarena.runner.study import load_study
+
+    smoke = load_study(Path(__file__).resolve().parents[2] / "configs" / "studies" / "borst2026.yaml", scale="smoke")
+    assert [s.run_id for s in smoke.cv_specs("tiny-unet", "kvasir-seg")] == ["1ecd90b833ae9110", "76bc637ab14e4e54"]
     new = ("channels_last", "compile", "data_on_device")
     for spec in (RunSpec(), RunSpec(protocol=ProtocolConfig(lr=3e-4, epochs=7, augmentation="none")),
                  RunSpec(protocol=load_protocol("cpu-demo"), **tiny)):

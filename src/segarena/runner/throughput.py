@@ -46,7 +46,8 @@ LEVER_ESTIMATES: dict[str, tuple[float, str]] = {
                      "an A100, compilation time not counted"),
 }
 #: assumed rate of the host feed of one batch (a copy out of the memory-mapped cache, then a pageable host-to-device
-#: copy, the CPU blocked meanwhile): the data_on_device estimate is this time against the estimated step time
+#: copy, both CPU work): the data_on_device estimate is this time against the estimated step time, an upper bound
+#: (the feed costs GPU time only while the CPU cannot stay ahead of the GPU)
 HOST_FEED_GBPS = 4.0
 
 

@@ -90,9 +90,10 @@ class ProtocolConfig:
     #: uncompiled module, so checkpoints keep their plain keys and test predictions are what ``predict`` gives
     compile: bool = False
     #: copy the prepared uint8 images and masks to the device once and gather every batch there (no per-step
-    #: host-to-device copy of the pixels). ``auto``: on CUDA when they fit in a quarter of the free memory, always on CPU (the
-    #: arrays are indexed in place); ``True``: required (an error where they do not fit); ``False``: copy each batch.
-    #: Never part of the run id: the batches are the same bytes either way (like the device, it changes no number)
+    #: host-to-device copy of the pixels). ``auto``: on CUDA when they fit in a quarter of the free memory, always
+    #: on CPU (the arrays are indexed in place); ``True``: required (an error where they do not fit); ``False``:
+    #: copy each batch. Never part of the run id: the batches are the same bytes either way (like the device, it
+    #: changes no number)
     data_on_device: bool | Literal["auto"] = False
 
 

@@ -80,6 +80,21 @@ class ProtocolConfig:
     nsd_tau: float = 2.0
     #: ``False`` for model-selection runs (the learning-rate search): no test evaluation at all
     evaluate_test: bool = True
+    # GPU speed levers (see docs/protocol.md, "Speed options"). The first two can change numbers at rounding level
+    # (other convolution and fused kernels), so they are part of the run id when on; at their default (off) they
+    # are left out of it, so runs named before they existed keep their ids.
+    #: model weights and every input batch in channels-last memory format (4-D tensors; faster convolutions on
+    #: tensor cores)
+    channels_last: bool = False
+    #: train through ``torch.compile(model)`` (the default mode); validation, test and the checkpoint use the
+    #: uncompiled module, so checkpoints keep their plain keys and test predictions are what ``predict`` gives
+    compile: bool = False
+    #: copy the prepared uint8 images and masks to the device once and gather every batch there (no per-step
+    #: host-to-device copy of the pixels). ``auto``: on CUDA when they fit in a quarter of the free memory, always
+    #: on CPU (the arrays are indexed in place); ``True``: required (an error where they do not fit); ``False``:
+    #: copy each batch. Never part of the run id: the batches are the same bytes either way (like the device, it
+    #: changes no number)
+    data_on_device: bool | Literal["auto"] = False
 
 
 @dataclass(frozen=True)
@@ -128,14 +143,27 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+#: protocol options that change no number of a run (where the batches come from): never part of a run id
+EXECUTION_ONLY = ("data_on_device",)
+#: protocol options added after run ids were first handed out: left out of the id at these values, so every run
+#: named before them keeps its id; set to anything else they are part of it
+LATER_OPTIONS = {"channels_last": False, "compile": False}
+
+
 def identity_dict(spec: RunSpec) -> dict[str, Any]:
-    """The part of a spec that defines a run's identity (everything but local paths), plus the full parameter
-    list of its augmentation preset: a preset whose operations change gives new run ids (``none`` adds nothing)."""
+    """The part of a spec that defines a run's identity (everything but local paths and execution-only options),
+    plus the full parameter list of its augmentation preset: a preset whose operations change gives new run ids
+    (``none`` adds nothing)."""
     from ._augment_presets import preset_identity
 
     d = to_dict(spec)
     d["data"].pop("root", None)
     d.pop("tracking", None)  # loggers watch a run; they do not change its results
+    for key in EXECUTION_ONLY:
+        d["protocol"].pop(key, None)
+    for key, default in LATER_OPTIONS.items():
+        if d["protocol"].get(key) == default:
+            d["protocol"].pop(key)
     if d.get("split_digest") is None:  # not bound to a split yet: the id of the configuration alone
         d.pop("split_digest", None)
     d["schema"] = SCHEMA_VERSION

@@ -114,3 +114,31 @@ def test_wrong_channel_count_is_a_clear_error():
     model = create_model("tiny-unet", 1, in_channels=3)
     with pytest.raises(SegarenaError, match="input channel"):
         model(torch.randn(1, 1, 32, 32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
+def test_channels_last_gives_the_logits_and_gradients_of_the_contiguous_layout(name):
+    """The paper preset trains in channels-last memory format (``protocol.channels_last``, applied by the loop's own
+    functions): every model of the study runs forward and backward that way, with the contiguous layout's numbers
+    up to rounding (no `.view` on a permuted tensor, no layout-dependent code)."""
+    import copy
+
+    from segarena.protocol.speed import as_input, memory_format
+
+    torch.manual_seed(0)
+    size = max(MODELS.get(name).card.min_size, 64)
+    plain = create_model(name, 1, in_channels=3).eval()  # eval: no dropout / drop-path draws between the two
+    last = memory_format(copy.deepcopy(plain), True)
+    x = torch.randn(2, 3, size, size)
+    y0, y1 = plain(x), last(as_input(x, True))
+    scale = float(y0.detach().abs().max()) + 1e-6
+    assert float((y0 - y1).detach().abs().max()) / scale < 1e-4
+    y0.square().mean().backward()
+    y1.square().mean().backward()
+    pairs = [(k, p0.grad, p1.grad) for (k, p0), p1 in zip(plain.named_parameters(), last.parameters())]
+    g = max(float(g0.abs().max()) for _, g0, _ in pairs if g0 is not None)  # gradients that are ~0 (a bias before
+    for k, g0, g1 in pairs:                                                  # a norm) differ only at this scale
+        assert (g0 is None) == (g1 is None), k
+        if g0 is not None:
+            assert torch.isfinite(g1).all() and float((g0 - g1).abs().max()) / g < 1e-3, k

@@ -319,3 +319,36 @@ def test_run_with_the_paper_preset_resolves_pretrained_per_model(tmp_path, monke
         with pytest.raises(Stop):
             main(["run", "--model", model, "--preset", "paper", "--results", str(tmp_path / "r")])
     assert seen == [True, False]
+
+
+def test_the_plans_levers_follow_the_studys_protocol(tmp_path):
+    """channels-last, torch.compile and data on the device are reported as the study's protocol sets them, with an
+    estimate that names its number and source, or the ratio gpu_check.py measured."""
+    import dataclasses
+
+    from segarena.configs import load_protocol
+
+    def levers(study, measured=None):
+        out = plan_mod._levers(study, [], measured or {}, {"isic2018": 3.6})
+        return {lv["lever"].split(" (")[0]: lv for lv in out}
+
+    cl, comp, dev = "channels-last memory format", "torch.compile", "prepared data kept on the device"
+    paper = levers(load_study(PAPER))
+    assert paper[cl]["applied"] and paper[dev]["applied"] and not paper[comp]["applied"]
+    assert "x1.2" in paper[cl]["effect"] and "channels-last tutorial" in paper[cl]["effect"]
+    assert "x1.5" in paper[comp]["effect"] and "--set protocol.compile=true" in paper[comp]["effect"]
+    assert "isic2018 3.6 GiB" in paper[dev]["effect"] and "quarter of its free memory" in paper[dev]["effect"]
+    assert all(paper[k]["kind"] == "estimate" for k in (cl, comp, dev))
+    smoke = levers(load_study(PAPER, scale="smoke"))  # the CPU-sized study leaves channels-last off
+    assert not smoke[cl]["applied"] and smoke[dev]["applied"]
+    # the paper preset as a study's protocol: the same levers; an override that turns one off is named
+    preset = dataclasses.asdict(load_protocol("paper"))
+    raw = _tiny(tmp_path, models=["tiny-fcn", "tiny-unet"], protocol=preset,
+                model_overrides={"tiny-unet": {"protocol": {"channels_last": False}}})
+    mine = levers(study_from_dict(raw))
+    assert mine[cl]["applied"] and "(off for tiny-unet)" in mine[cl]["effect"] and mine[dev]["applied"]
+    off = levers(study_from_dict(_tiny(tmp_path)))  # a protocol without them
+    assert not any(off[k]["applied"] for k in (cl, comp, dev))
+    measured = {"channels_last": {"ratio": 1.31, "models": ["unet-vgg16"], "gpu": "NVIDIA H200", "extra_warmup_s": 0.1}}
+    got = levers(load_study(PAPER), measured)[cl]
+    assert got["kind"] == "measured" and "x1.31" in got["effect"] and "NVIDIA H200" in got["effect"]

@@ -1,5 +1,5 @@
 """The frozen context one run's steps share (:class:`RunContext`), how batches reach the model (:class:`Feed`),
-what training leaves behind (:class:`Fit`), and the batch helpers of validation and test."""
+what training leaves behind (:class:`Fit`), and the batch helpers of training, validation and test."""
 from __future__ import annotations
 
 import math
@@ -15,16 +15,21 @@ from ..data.prepare import PreparedDataset
 from ..data.splits import Split
 from ..store import RunStore
 from .losses import LossSpec
+from .speed import DeviceArrays, as_input
 
 
 @dataclass(frozen=True)
 class Feed:
-    """How batches reach the model: the device, mixed precision, the weights' normalization and the batch size."""
+    """How batches reach the model: the device, mixed precision, the weights' normalization, the batch size, the
+    inputs' memory format and, with ``protocol.data_on_device``, the prepared arrays already on the device."""
     device: torch.device
     amp: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
     batch_size: int
+    channels_last: bool = False
+    #: the prepared arrays on the device (batches are gathered there); ``None``: each batch is copied from the host
+    arrays: DeviceArrays | None = None
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,26 @@ def batches(indices: list[int], bs: int) -> list[list[int]]:
     return [indices[i:i + bs] for i in range(0, len(indices), bs)]
 
 
+def host_batch(data: PreparedDataset, idx: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and long masks of cases ``idx``, sliced from the memory-mapped cache and copied to ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device, non_blocking=True)
+    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(device, non_blocking=True).long()
+    return x, y
+
+
+def fetch(data: PreparedDataset, idx: list[int], feed: Feed) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [B, S, S, C] and long masks [B, S, S] of cases ``idx`` on the feed's device: gathered there
+    when the arrays are on the device, else copied from the host (the same bytes either way)."""
+    if feed.arrays is not None:
+        return feed.arrays.gather(idx)
+    return host_batch(data, idx, feed.device)
+
+
 def to_device(data: PreparedDataset, idx: list[int], feed: Feed):
-    idx = sorted(idx)  # memmap locality
-    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(feed.device, non_blocking=True)
-    y = torch.from_numpy(np.ascontiguousarray(data.masks[idx])).to(feed.device, non_blocking=True).long()
-    return normalize(x, feed.mean, feed.std), y, idx
+    """A normalized evaluation batch of cases ``idx`` (sorted: memmap locality), its masks and the sorted ids."""
+    idx = sorted(idx)
+    x, y = fetch(data, idx, feed)
+    return as_input(normalize(x, feed.mean, feed.std), feed.channels_last), y, idx
 
 
-__all__ = ["Feed", "Fit", "RunContext", "batches", "to_device"]
+__all__ = ["Feed", "Fit", "RunContext", "batches", "fetch", "host_batch", "to_device"]

@@ -1,8 +1,9 @@
 """``run(spec)``: train on the train folds, select the checkpoint on validation only, evaluate once on test.
 
-Behaviour varies only through the spec's data (loss, schedule, augmentation, early stopping, AMP, resolution);
-there are no trainer subclasses. Batches are sliced from the memory-mapped prepared cache and augmented on the
-device, so the loop has no DataLoader and no per-sample Python work.
+Behaviour varies only through the spec's data (loss, schedule, augmentation, early stopping, AMP, resolution, the
+speed levers of :mod:`.speed`); there are no trainer subclasses. Batches are sliced from the memory-mapped prepared
+cache (or gathered from its copy on the device) and augmented on the device, so the loop has no DataLoader and no
+per-sample Python work.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from ..models import count_params, create_model
 from ..store import ResultsDir, RunStore
 from .checkpoint import load_state, save_state, save_weights
 from .losses import LossSpec, out_channels, resolve_loss, to_labels
-from .context import Feed, Fit, RunContext, batches, to_device
+from .context import Feed, Fit, RunContext, batches, fetch, to_device
 from .precision import autocast, pick_device, use_amp
+from .speed import as_input, device_arrays, memory_format, training_forward
 from .testset import efficiency, evaluate
 from .schedules import make_scheduler
 
@@ -183,15 +185,34 @@ def validate_spec(spec: RunSpec) -> None:
         check_tracking(spec.tracking)
 
 
-def _train_batch(ctx: RunContext, idx: list[int], gen: torch.Generator):
-    """uint8 batch -> [0, 1] on the device -> the preset's augmentation (kornia) -> normalized, with its masks."""
-    idx, feed = sorted(idx), ctx.feed
-    x = torch.from_numpy(np.ascontiguousarray(ctx.data.images[idx])).to(feed.device, non_blocking=True)
-    y = torch.from_numpy(np.ascontiguousarray(ctx.data.masks[idx])).to(feed.device, non_blocking=True).long()
-    if not ctx.aug.ops:
-        return normalize(x, feed.mean, feed.std), y
-    x, y = augment(to_unit(x), y, ctx.aug, gen)
-    return normalize_unit(x, feed.mean, feed.std), y
+def train_batch(data: PreparedDataset, idx: list[int], feed: Feed, aug, gen: torch.Generator):
+    """uint8 batch on the device -> [0, 1] -> the preset's augmentation (kornia) -> normalized (channels-last when the
+    feed says so), with its masks. ``data`` needs only ``images`` and ``masks`` (gpu_check.py feeds random arrays)."""
+    idx = sorted(idx)
+    x, y = fetch(data, idx, feed)
+    if not aug.ops:
+        x = normalize(x, feed.mean, feed.std)
+    else:
+        x, y = augment(to_unit(x), y, aug, gen)
+        x = normalize_unit(x, feed.mean, feed.std)
+    return as_input(x, feed.channels_last), y
+
+
+def train_step(forward, x: torch.Tensor, y: torch.Tensor, loss_fn, opt, scaler, feed: Feed,
+               grad_clip: float | None = None, params=None) -> torch.Tensor:
+    """One optimizer step: ``forward`` under autocast, the loss, a (scaled) backward, optional gradient clipping of
+    ``params``, the step. Returns the detached loss (no device sync)."""
+    with autocast(feed.device, feed.amp):
+        logits = forward(x)
+    loss = loss_fn(logits, y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return loss.detach()
 
 
 @torch.no_grad()
@@ -262,10 +283,12 @@ def _setup(spec: RunSpec, store: RunStore, data_root, device: torch.device, prog
     seed_everything(p.seed, p.deterministic)
     loss_spec = resolve_loss(p.loss, card.num_classes)
     n_out = out_channels(loss_spec, card.num_classes)
-    model = create_model(spec.model.name, n_out, in_channels=card.channels, pretrained=spec.model.pretrained,
-                         **spec.model.kwargs).to(device)
+    model = memory_format(create_model(spec.model.name, n_out, in_channels=card.channels,
+                                       pretrained=spec.model.pretrained, **spec.model.kwargs).to(device),
+                          p.channels_last)
     mean, std = model.card.normalization(spec.model.pretrained)  # the weights' own, when they state it
-    feed = Feed(device, use_amp(p.amp, device, model.card), mean, std, p.batch_size)
+    feed = Feed(device, use_amp(p.amp, device, model.card), mean, std, p.batch_size, channels_last=p.channels_last,
+                arrays=device_arrays(data.images, data.masks, device, p.data_on_device))
     aug = AUGMENTATIONS.get(p.augmentation)
     write_json(store.path("augmentation.json"), {**aug.to_dict(), "description": aug.description,
                                                  "source": aug.source, "notes": list(aug.notes), "seed": p.seed})
@@ -279,6 +302,7 @@ def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | N
 
     spec, model, store, feed = ctx.spec, ctx.model, ctx.store, ctx.feed
     p, card = spec.protocol, ctx.data.card
+    forward = training_forward(model, p.compile)  # checkpoints, resume state and evaluation use `model` itself
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sched = make_scheduler(p.schedule, opt, p.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=feed.amp and not torch.cuda.is_bf16_supported())
@@ -295,7 +319,8 @@ def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | N
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
-        start_epoch, fit.best, fit.best_epoch, bad = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad"]
+        start_epoch, bad = state["epoch"] + 1, state["bad"]
+        fit.best, fit.best_epoch = state["best"], state["best_epoch"]
         fit.log = store.log()[:start_epoch]
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
@@ -308,7 +333,7 @@ def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | N
             fit.stopped_early = True
             break
         t0 = time.time()
-        total, n_batches = _train_epoch(ctx, opt, scaler, gen, epoch, deadline)
+        total, n_batches = _train_epoch(ctx, forward, opt, scaler, gen, epoch, deadline)
         train_time = time.time() - t0
         lr = opt.param_groups[0]["lr"]
         sched.step()
@@ -340,9 +365,10 @@ def _fit(ctx: RunContext, deadline: float | None, on_epoch, until_epoch: int | N
     return fit
 
 
-def _train_epoch(ctx: RunContext, opt, scaler, gen: torch.Generator, epoch: int,
+def _train_epoch(ctx: RunContext, forward, opt, scaler, gen: torch.Generator, epoch: int,
                  deadline: float | None) -> tuple[float, int]:
-    """One epoch of optimizer steps over a shuffled training split: (summed loss, number of steps)."""
+    """One epoch of optimizer steps of ``forward`` (the model, or its compiled wrapper) over a shuffled training
+    split: (summed loss, number of steps)."""
     p, model, device = ctx.spec.protocol, ctx.model, ctx.feed.device
     bs = p.batch_size
     model.train()
@@ -356,18 +382,8 @@ def _train_epoch(ctx: RunContext, opt, scaler, gen: torch.Generator, epoch: int,
         if deadline and time.time() > deadline:
             raise RunFailed(f"time limit exceeded during epoch {epoch} (the last finished epoch is kept; "
                             f"a retry resumes from it)")
-        x, y = _train_batch(ctx, order[b * bs:(b + 1) * bs].tolist(), gen)
-        with autocast(device, ctx.feed.amp):
-            logits = model(x)
-        loss = ctx.loss.fn(logits, y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if p.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        total += loss.detach()
+        x, y = train_batch(ctx.data, order[b * bs:(b + 1) * bs].tolist(), ctx.feed, ctx.aug, gen)
+        total += train_step(forward, x, y, ctx.loss.fn, opt, scaler, ctx.feed, p.grad_clip, model.parameters())
         # finiteness is checked every 16 steps and at the end of the epoch: a per-step check would force a
         # GPU sync on every step; a NaN still stops the run within 16 steps, before any checkpoint is saved
         if (b % 16 == 15 or b == n_batches - 1) and not torch.isfinite(total):
@@ -402,6 +418,7 @@ def _summarize(ctx: RunContext, fit: Fit, tested: tuple[Any, float] | None) -> d
         "seconds_per_epoch": train_seconds / max(len(fit.log), 1), "n_train": len(ctx.split.train),
         "n_val": len(ctx.split.val), "n_test": len(ctx.split.test),
         "eval_resolution": p.eval_resolution, "amp_used": ctx.feed.amp, "device": device_name(device),
+        "data_on_device": ctx.feed.arrays is not None,
         "versions": {"segarena": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -415,4 +432,4 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "run", "train_batch", "train_step"]

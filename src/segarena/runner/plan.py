@@ -25,7 +25,7 @@ from .._errors import SegarenaError
 from ..config import RunSpec
 from .plan_checks import check_data, weight_status
 from .study import StudySpec
-from .throughput import REFERENCE_GPU, REFERENCE_GPU_GIB, load_measured, lookup
+from .throughput import REFERENCE_GPU, REFERENCE_GPU_GIB, load_lever_ratios, load_measured, lookup
 
 #: case counts of the official releases (used for time estimates when a dataset is not on disk)
 RELEASE_CASES = {"isic2018": 3694, "neopolyp": 1000, "camus": 2000, "kvasir-seg": 1000, "busi": 780, "hc18": 999}
@@ -35,6 +35,8 @@ EARLY_STOP_SHARE = 0.6
 BYTES_PER_PARAM = 16
 #: CUDA context, cuDNN workspaces and allocator slack
 OVERHEAD_GIB = 1.5
+#: what turns a lever's estimate into a measurement
+MEASURES = "gpu_check.py --levers measures it"
 
 
 class StudyRefused(SegarenaError):
@@ -80,6 +82,8 @@ class RunPlan:
     #: the study's precision, but every run trains all its epochs (no early stopping)
     gpu_seconds_all_epochs: float | None = None
     peak_gib: float | None = None
+    #: training images/s the GPU time is computed from (measured or estimated, see ``estimate``)
+    train_img_s: float | None = None
     estimate: str = "estimate"
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,26 +223,74 @@ def _problem(kind: str, message: str, fix: str | None = None) -> dict[str, str]:
     return {"kind": kind, "message": message, **({"fix": fix} if fix else {})}
 
 
-def _levers(study: StudySpec) -> list[dict[str, Any]]:
+def _levers(study: StudySpec, runs: list[RunPlan], measured: dict[str, dict[str, Any]],
+            data_gib: dict[str, float]) -> list[dict[str, Any]]:
+    """Each lever, whether the study's protocol applies it, and its effect: a measured ratio (``gpu_check.py
+    --levers``) where there is one, else an estimate that names its number and where it comes from."""
     from .throughput import SUSTAINED_TFLOPS
 
     p = study.protocol
     stops = p.patience is not None and p.patience < p.epochs
     amp_gain = SUSTAINED_TFLOPS["amp"] / SUSTAINED_TFLOPS["fp32"]
-    return [
-        {"lever": "bf16 autocast (protocol.amp)", "applied": bool(p.amp),
+    # the FLOP-based GPU-hours above do not include the three below; measured rows do (gpu_check.py measures each
+    # model with the study's options)
+    note = "; not in the estimated GPU-hours, measured rows include it"
+    out = [
+        {"lever": "bf16 autocast (protocol.amp)", "applied": bool(p.amp), "kind": "estimate",
          "effect": f"x{amp_gain:.1f} training throughput vs fp32 (assumed; gpu_check.py measures it)"},
-        {"lever": "early stopping (protocol.patience)", "applied": stops,
+        {"lever": "early stopping (protocol.patience)", "applied": stops, "kind": "estimate",
          "effect": f"runs train ~{EARLY_STOP_SHARE:.0%} of their maximum epochs (assumed until runs measure it)"},
-        {"lever": "size-aware scheduling: largest runs first across workers", "applied": True,
+        {"lever": "size-aware scheduling: largest runs first across workers", "applied": True, "kind": "design",
          "effect": "wall-clock ~ GPU-hours / workers; the GPU-hours themselves do not change"},
-        {"lever": "channels-last memory format", "applied": False,
-         "effect": "measured by gpu_check.py (--channels-last); not yet used by the training loop"},
-        {"lever": "torch.compile", "applied": False,
-         "effect": "measured by gpu_check.py (--compile); not yet used by the training loop"},
-        {"lever": "prepared data kept on the device", "applied": False,
-         "effect": "not yet: batches are copied from the memory-mapped prepared cache each step"},
     ]
+    for key, title in (("channels_last", "channels-last memory format"), ("compile", "torch.compile")):
+        applied, exceptions = _option(study, key)
+        kind, effect = _lever_effect(key, measured)
+        out.append({"lever": f"{title} (protocol.{key})", "applied": applied, "kind": kind,
+                    "effect": effect + exceptions + (note if applied else f"; to use it: --set protocol.{key}=true")})
+    applied, exceptions = _option(study, "data_on_device")
+    kind, effect = _lever_effect("data_on_device", measured, runs, p.batch_size, p.input_size)
+    sizes = ", ".join(f"{d} {g:.1f} GiB" for d, g in data_gib.items())
+    how = ("copied to the GPU once when they fit in a quarter of its free memory" if p.data_on_device == "auto"
+           else "copied to the GPU once (an error where they do not fit)" if applied
+           else "not kept there: each batch is copied from the memory-mapped cache")
+    out.append({"lever": "prepared data kept on the device (protocol.data_on_device)", "applied": applied,
+                "kind": kind, "effect": f"prepared arrays ({sizes or 'sizes unknown'}) {how}; {effect}{exceptions}"
+                                        + (note if applied else "; to use it: --set protocol.data_on_device=auto")})
+    return out
+
+
+def _option(study: StudySpec, key: str) -> tuple[bool, str]:
+    """Whether the study's protocol turns ``key`` on, and the models whose overrides say otherwise."""
+    on = bool(getattr(study.protocol, key))
+    other = sorted(m for m, o in study.model_overrides.items()
+                   if key in (o.get("protocol") or {}) and bool(o["protocol"][key]) != on)
+    return on, (f" ({'off' if on else 'on'} for {', '.join(other)})" if other else "")
+
+
+def _lever_effect(key: str, measured: dict[str, dict[str, Any]], runs: list[RunPlan] | None = None,
+                  batch: int = 8, size: int = 512) -> tuple[str, str]:
+    """("measured" | "estimate", the effect in words) of lever ``key`` on training throughput."""
+    from .throughput import HOST_FEED_GBPS, LEVER_ESTIMATES
+
+    if key in measured:
+        m = measured[key]
+        extra = (f", +{m['extra_warmup_s']:.0f} s of warm-up (compilation) per run" if key == "compile"
+                 and m.get("extra_warmup_s") is not None else "")
+        return "measured", (f"x{m['ratio']:.2f} training throughput, measured by gpu_check.py on {m['gpu']} "
+                            f"(geometric mean over {', '.join(m['models'])}){extra}")
+    if key in LEVER_ESTIMATES:
+        ratio, source = LEVER_ESTIMATES[key]
+        return "estimate", f"x{ratio:.1f} training throughput (estimate from {source}); {MEASURES}"
+    steps = sorted(batch / r.train_img_s for r in runs or [] if r.train_img_s)
+    feed_s = batch * size * size * 4 / (HOST_FEED_GBPS * 1e9)  # three image channels and a mask channel, uint8
+    if not steps:
+        return "estimate", f"saves ~{feed_s * 1e3:.0f} ms of host feed per step (estimate; no step time known)"
+    step = steps[len(steps) // 2]
+    return "estimate", (f"at most x{1 + feed_s / step:.2f} training throughput (estimate: ~{feed_s * 1e3:.0f} ms of "
+                        f"host feed per step, {batch * size * size * 4 / 2**20:.0f} MiB at an assumed "
+                        f"{HOST_FEED_GBPS:.0f} GB/s, against the median estimated step of {step * 1e3:.0f} ms; nothing "
+                        f"while the CPU stays ahead of the GPU); {MEASURES}")
 
 
 def _estimate(run: RunPlan, spec: RunSpec, mc: ModelCheck, n: int | None, measured: dict[str, dict[str, Any]],
@@ -264,6 +316,7 @@ def _estimate(run: RunPlan, spec: RunSpec, mc: ModelCheck, n: int | None, measur
     run.gpu_seconds_naive = seconds(fp32, p.epochs)
     run.gpu_seconds_all_epochs = seconds(tp.train_img_s, p.epochs)
     run.estimate = tp.kind
+    run.train_img_s = tp.train_img_s
     if tp.peak_gib is not None and p.batch_size == 8 and p.input_size == 512:
         run.peak_gib = float(tp.peak_gib)
     elif mc.params is not None and mc.activations_gib is not None:
@@ -280,6 +333,7 @@ def plan_study(study: StudySpec, *, data_root: str | os.PathLike | None = None,
     from ..protocol.losses import out_channels, resolve_loss
 
     measured = load_measured(throughput)
+    lever_ratios = load_lever_ratios(throughput)
     datasets: dict[str, dict[str, Any]] = {}
     for d in study.datasets:
         spec = study._spec(study.models[0], d, study.folds[0], study.seeds[0])
@@ -344,7 +398,22 @@ def plan_study(study: StudySpec, *, data_root: str | os.PathLike | None = None,
         if peak > REFERENCE_GPU_GIB:
             mc.notes.append(f"estimated peak {peak:.0f} GiB exceeds {REFERENCE_GPU_GIB:.0f} GiB at the study's batch "
                             f"size (PyTorch-path activations; a fused kernel or a smaller batch may be needed)")
-    return StudyPlan(study.name, runs, models, list(weights.values()), datasets, _levers(study))
+    return StudyPlan(study.name, runs, models, list(weights.values()), datasets,
+                     _levers(study, runs, lever_ratios, _data_gib(study, datasets)))
+
+
+def _data_gib(study: StudySpec, datasets: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """GiB of each dataset's prepared arrays at the study's input size (uint8 images and masks): what
+    ``protocol.data_on_device`` copies to the GPU."""
+    from ..data import DATASETS
+
+    s, out = study.protocol.input_size, {}
+    for d, info in datasets.items():
+        n = info["cases"] if info.get("cases") is not None else RELEASE_CASES.get(d)
+        if n is not None:
+            options = dict(study.dataset_overrides.get(d, {}).get("options", study.data.options))
+            out[d] = n * s * s * (DATASETS.get(d).card_with(options).channels + 1) / 2**30
+    return out
 
 
 # ---- text -------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ are estimates.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,18 @@ SUSTAINED_TFLOPS = {"amp": 120.0, "fp32": 50.0}
 TRAIN_FLOPS_PER_FORWARD = 3.0
 #: rows measured on a real GPU: model -> {"train_img_s": ..., "peak_gib": ..., "gpu": ..., "batch_size": ...}
 MEASURED: dict[str, dict[str, Any]] = {}
+#: training-throughput ratios of the speed levers (lever on / off) until ``gpu_check.py --levers`` measures them:
+#: (ratio, where the number comes from). Published figures for other models and GPUs, not measurements of these.
+LEVER_ESTIMATES: dict[str, tuple[float, str]] = {
+    "channels_last": (1.2, "PyTorch's channels-last tutorial: 22% faster AMP training of ResNet-50 on a V100, 8-35% "
+                           "across its CNNs; the study's transformers gain less"),
+    "compile": (1.5, "the PyTorch 2.0 release: 51% faster AMP training, geometric mean of 163 open-source models on "
+                     "an A100, compilation time not counted"),
+}
+#: assumed rate of the host feed of one batch (a copy out of the memory-mapped cache, then a pageable host-to-device
+#: copy, both CPU work): the data_on_device estimate is this time against the estimated step time, an upper bound
+#: (the feed costs GPU time only while the CPU cannot stay ahead of the GPU)
+HOST_FEED_GBPS = 4.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,29 @@ def load_measured(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
                                        "gpu": data.get("device", "?"), "batch_size": row.get("batch_size"),
                                        "source": str(p)}
     return rows
+
+
+def load_lever_ratios(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
+    """Measured lever ratios from a ``gpu_check.py --levers`` file: lever -> its geometric-mean throughput ratio
+    (on / off) over the models measured, those models, the GPU and the mean extra warm-up time (compilation)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # load_measured reports an unreadable file
+    rows = data.get("levers") if isinstance(data, dict) else None
+    by_lever: dict[str, list[dict[str, Any]]] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and row.get("ok") and isinstance(row.get("ratio"), (int, float)) and row["ratio"] > 0:
+            by_lever.setdefault(str(row.get("lever")), []).append(row)
+    out = {}
+    for lever, rs in by_lever.items():
+        extra = [r["extra_warmup_s"] for r in rs if isinstance(r.get("extra_warmup_s"), (int, float))]
+        out[lever] = {"ratio": math.exp(sum(math.log(r["ratio"]) for r in rs) / len(rs)),
+                      "models": sorted(str(r["model"]) for r in rs), "gpu": data.get("device", "?"),
+                      "extra_warmup_s": sum(extra) / len(extra) if extra else None, "source": str(path)}
+    return out
 
 
 def lookup(model: str, measured: dict[str, dict[str, Any]], fwd_flops: float | None, amp: bool) -> Throughput | None:

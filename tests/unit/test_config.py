@@ -103,9 +103,14 @@ def _hash_without(spec: RunSpec, keys: tuple[str, ...]) -> str:
 def test_run_ids_at_the_speed_option_defaults_are_the_ids_from_before():
     tiny = {"model": ModelConfig(name="tiny-unet"), "data": DataConfig(name="kvasir-seg", limit=20)}
     assert RunSpec().run_id == IDS_BEFORE_SPEED_OPTIONS["default"]
+    import dataclasses
+
+    # the ids were pinned with cpu-demo at 3 epochs of 12 steps (the demo has since moved to 4 of 24)
+    then = {"cpu-demo": {"epochs": 3, "max_steps_per_epoch": 12}, "smoke": {}}
     for preset in ("cpu-demo", "smoke"):
-        assert RunSpec(protocol=load_protocol(preset)).run_id == IDS_BEFORE_SPEED_OPTIONS[preset]
-        assert RunSpec(protocol=load_protocol(preset), **tiny).run_id == IDS_BEFORE_SPEED_OPTIONS[f"{preset} tiny"]
+        proto = dataclasses.replace(load_protocol(preset), **then[preset])
+        assert RunSpec(protocol=proto).run_id == IDS_BEFORE_SPEED_OPTIONS[preset]
+        assert RunSpec(protocol=proto, **tiny).run_id == IDS_BEFORE_SPEED_OPTIONS[f"{preset} tiny"]
     from pathlib import Path
 
     from segarena.runner.study import load_study

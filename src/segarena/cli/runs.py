@@ -231,16 +231,22 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_add_method(a: argparse.Namespace) -> int:
-    """Score an external method's predicted masks for one fold and store them as a run (family ``external``)."""
+def _data_only(a: argparse.Namespace, command: str, why: str, fix: str):
+    """The DataConfig of a command that trains nothing (``--dataset``, ``--fold``, ``--set data.*`` only)."""
     from ..config import RunSpec, apply_overrides
-    from ..runner.external import add_method
 
     bad = [o for o in (a.set or []) if not o.startswith("data.")]
     if bad:
-        raise ConfigError(f"add-method --set {bad[0]!r}: only data.* settings apply to an external method",
-                          fix="e.g. --set data.num_folds=5 --set data.options.path=/my/folder")
-    d = apply_overrides(RunSpec(), [f"data.name={a.dataset}", f"data.fold={a.fold}", *(a.set or [])]).data
+        raise ConfigError(f"{command} --set {bad[0]!r}: {why}", fix=fix)
+    return apply_overrides(RunSpec(), [f"data.name={a.dataset}", f"data.fold={a.fold}", *(a.set or [])]).data
+
+
+def cmd_add_method(a: argparse.Namespace) -> int:
+    """Score an external method's predicted masks for one fold and store them as a run (family ``external``)."""
+    from ..runner.external import add_method
+
+    d = _data_only(a, "add-method", "only data.* settings apply to an external method",
+                   "e.g. --set data.num_folds=5 --set data.options.path=/my/folder")
     res = add_method(a.results_dir, a.name, d.name, d.fold, a.pred, data_root=a.data_root or d.root,
                      options=d.options, num_folds=d.num_folds, split_seed=d.split_seed, duplicates=d.duplicates,
                      split=d.split, limit=d.limit)
@@ -275,14 +281,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_zeroshot(a: argparse.Namespace) -> int:
     """Zero-shot LiteMedSAM with oracle boxes (from the reference masks), written apart from any ranking."""
-    from ..config import RunSpec, apply_overrides
     from ..zeroshot import zeroshot_oracle
 
-    bad = [o for o in (a.set or []) if not o.startswith("data.")]
-    if bad:
-        raise ConfigError(f"zeroshot --set {bad[0]!r}: only data.* settings apply (nothing is trained)",
-                          fix="e.g. --set data.limit=500 --set data.num_folds=5")
-    d = apply_overrides(RunSpec(), [f"data.name={a.dataset}", f"data.fold={a.fold}", *(a.set or [])]).data
+    d = _data_only(a, "zeroshot", "only data.* settings apply (nothing is trained)",
+                   "e.g. --set data.limit=500 --set data.num_folds=5")
     s = zeroshot_oracle(d.name, d.fold, out=a.out, data_root=a.data_root or d.root, num_folds=d.num_folds,
                         split_seed=d.split_seed, limit=d.limit, max_cases=a.max_cases, device=a.device,
                         progress=True)

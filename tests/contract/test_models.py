@@ -137,8 +137,13 @@ def test_channels_last_gives_the_logits_and_gradients_of_the_contiguous_layout(n
     y0.square().mean().backward()
     y1.square().mean().backward()
     pairs = [(k, p0.grad, p1.grad) for (k, p0), p1 in zip(plain.named_parameters(), last.parameters())]
-    g = max(float(g0.abs().max()) for _, g0, _ in pairs if g0 is not None)  # gradients that are ~0 (a bias before
-    for k, g0, g1 in pairs:                                                  # a norm) differ only at this scale
+    # per tensor, the relative L2 error: the two layouts sum in different orders, and an untrained network's large,
+    # cancelling gradients (VWFormer's patch-embedding bias: 6e5 from terms of either sign) then differ by ~0.3%
+    # element-wise on some CPUs; a layout bug (a `.view` of a permuted tensor) gives an error of order 1. Gradients
+    # that are ~0 (a bias before a norm) are measured against the largest gradient norm instead of their own.
+    big = max(float(g0.norm()) for _, g0, _ in pairs if g0 is not None)
+    for k, g0, g1 in pairs:
         assert (g0 is None) == (g1 is None), k
         if g0 is not None:
-            assert torch.isfinite(g1).all() and float((g0 - g1).abs().max()) / g < 1e-3, k
+            err = float((g0 - g1).norm()) / max(float(g0.norm()), 1e-3 * big)
+            assert torch.isfinite(g1).all() and err < 1e-2, (k, err)

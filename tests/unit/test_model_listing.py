@@ -96,3 +96,13 @@ def test_models_info_counts_on_meta_and_falls_back():
         mp.undo()
     assert counted == ["meta", "cpu"] and again["flops_counted_on"] == "cpu" and again["flops"] == info["flops"]
     assert not any(p.is_meta for p in real.parameters()) and torch.get_default_device().type == "cpu"
+
+
+def test_shipped_catalogue_is_current():
+    """The catalogue in the package matches the model code, so a fresh install's first `models list` (and the
+    report's card lookups) never import the zoo. After changing a model module, regenerate it."""
+    from segarena import _model_catalog as cat
+
+    shipped = json.loads(cat.SHIPPED.read_text())
+    assert shipped["fingerprint"] == cat.fingerprint(), (
+        "src/segarena/model_catalog.json is stale: run `python -m segarena._model_catalog --write` and commit it")

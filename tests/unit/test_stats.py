@@ -176,6 +176,14 @@ def test_pairwise_pairs_on_cases_and_averages_seeds():
     partial = df[~((df.model == "D") & df.case_id.isin(["c0", "c1"]))]
     r = pairwise_comparisons(partial, "value", by=(), n_boot=50).set_index(["model_a", "model_b"])
     assert r.loc[("A", "D"), "n"] == 13 and r.loc[("A", "B"), "n"] == 15
+    # the shared draws give each pair exactly the interval of its own paired bootstrap (numpy-only recomputation
+    # of the percentile interval of mean(a - b) over the same seeded draws), for pairs on all cases and on fewer
+    for (ma, mb), row in r.iterrows():
+        sub = partial[partial.model.isin([ma, mb])].pivot(index="case_id", columns="model", values="value").dropna()
+        d = (sub[ma] - sub[mb]).to_numpy()
+        draws = np.random.default_rng(0).integers(0, d.size, size=(50, d.size))
+        lo, hi = np.quantile(d[draws].mean(axis=1), [0.025, 0.975])
+        assert (row.diff_low, row.diff_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
 
 
 def test_sentences():
@@ -299,10 +307,15 @@ def test_resample_shared_and_clustered_by_hand():
     case = np.repeat(np.arange(5), 3)
     x = np.arange(15.0)
     res = Resample(15, n_boot=50, seed=1, clusters=case)
-    assert res.n_units == 5 and res.indices.shape == (50, 5)
-    for b in range(3):  # each replicate by hand: all copies of the drawn cases, in numpy only
-        rows = np.concatenate([np.flatnonzero(case == u) for u in res.indices[b]])
+    assert res.n_units == 5 and res.counts.shape == (50, 5)
+    assert (res.counts.sum(axis=1) == 5).all()  # every replicate draws as many units as there are
+    for b in range(3):  # each replicate by hand: every copy of each drawn case, as often as it is drawn (numpy)
+        rows = np.concatenate([np.flatnonzero(case == u) for u in range(5) for _ in range(res.counts[b, u])])
         assert res.ratio(x)[b] == pytest.approx(x[rows].mean())
+    # the draws are numpy's own: replicate b draws positions rng.integers(0, 5, 5) (one stratum), counted here
+    rng = np.random.default_rng(1)
+    first = np.bincount(rng.integers(0, 5, size=(50, 5))[0], minlength=5)
+    assert (res.counts[0] == first).all()
     # the same draws score several columns at once; column j equals scoring column j alone
     m = np.c_[x, 2 * x + 1]
     assert np.allclose(res.ratio(m)[:, 1], res.ratio(2 * x + 1))

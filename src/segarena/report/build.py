@@ -3,7 +3,6 @@ best/worst overlays. Markdown and one self-contained HTML file (images inlined a
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import os
@@ -14,6 +13,7 @@ import pandas as pd
 
 from .._io import write_text
 from ..store import Problem, ResultsDir
+from .evidence import fig_png
 
 LEADER_METRICS = ("mdsc", "dice_case_mean", "miou", "precision", "recall", "hd95_mean", "nsd_mean")
 
@@ -32,7 +32,7 @@ def load_results(results: str | os.PathLike) -> dict[str, Any]:
                 continue
             rows.append({**{k: v for k, v in s.items() if k not in ("metrics", "per_class", "versions")},
                          **s["metrics"], **{f"class:{k}": v for k, v in s.get("per_class", {}).items()},
-                         "dir": str(d)})
+                         "dir": str(d), "spec": spec})  # read once here; the report never rereads spec.json
             logs[s.get("run_name", d.name)] = info.log
         elif info.state != "complete":
             failed.append({"run": d.name, "model": spec["model"].get("name"), "dataset": spec["data"].get("name"),
@@ -130,39 +130,37 @@ def _per_class(runs: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def _curves(runs: pd.DataFrame, logs: dict[str, list]) -> dict[str, str]:
+    """Training curves per dataset, one line per model: the mean over its runs (folds, seeds) at each epoch, with
+    the band from the lowest to the highest run (runs stopped early leave the mean of the runs still going)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out = {}
     for ds, part in runs.groupby("dataset"):
-        if not any(logs.get(n) for n in part["run_name"]):
+        frames = [pd.DataFrame(logs[n]).assign(model=m) for n, m in zip(part["run_name"], part["model"])
+                  if logs.get(n)]
+        if not frames:
             continue  # external methods (add-method) have no training log
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-        for _, r in part.sort_values(["model", "fold"]).iterrows():
-            log = logs.get(r["run_name"], [])
-            if not log:
-                continue
-            ep = [e["epoch"] for e in log]
-            label = f"{r['model']} f{r['fold']}"
-            axes[0].plot(ep, [e["train_loss"] for e in log], label=label)
-            axes[1].plot(ep, [e["val_mdsc"] for e in log], label=label)
-        axes[0].set(title="training loss", xlabel="epoch")
-        axes[1].set(title="validation mDSC", xlabel="epoch")
+        log = pd.concat(frames, ignore_index=True)
+        fig = Figure(figsize=(10, 3.2), layout="constrained")
+        axes = fig.subplots(1, 2)
+        for i, (m, g) in enumerate(log.groupby("model", sort=True)):
+            n_runs = int(g["epoch"].value_counts().max())
+            for ax, col in zip(axes, ("train_loss", "val_mdsc")):
+                if col not in g:
+                    continue
+                s = g.groupby("epoch")[col].agg(["mean", "min", "max"])
+                ax.plot(s.index, s["mean"], color=f"C{i % 10}", label=f"{m} ({n_runs} run{'s' * (n_runs != 1)})")
+                if n_runs > 1:
+                    ax.fill_between(s.index, s["min"], s["max"], color=f"C{i % 10}", alpha=0.15, lw=0)
+        axes[0].set(title="training loss (lower is better)", xlabel="epoch")
+        axes[1].set(title="validation mDSC (higher is better)", xlabel="epoch")
         axes[1].legend(fontsize=7, loc="lower right")
-        fig.suptitle(ds)
-        out[ds] = _png(fig)
+        fig.suptitle(f"{ds}: mean over each model's runs, band = lowest to highest run")
+        out[ds] = fig_png(fig)
     return out
 
 
@@ -244,10 +242,9 @@ def leaderboard_records(lb: pd.DataFrame, report: dict[str, Any]) -> list[dict[s
 
 def _protocols(runs: pd.DataFrame) -> list[dict[str, Any]]:
     seen, out = set(), []
-    for d, fam in zip(runs.get("dir", []), runs.get("family", [])):
+    for spec, fam in zip(runs.get("spec", []), runs.get("family", [])):
         if fam == "external":  # scored masks: segarena's protocol did not produce them
             continue
-        spec = json.loads((Path(d) / "spec.json").read_text())
         key = json.dumps(spec["protocol"], sort_keys=True)
         if key not in seen:
             seen.add(key)

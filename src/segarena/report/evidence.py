@@ -44,17 +44,33 @@ class Evidence:
     report: dict[str, Any] = field(default_factory=dict)  # the verdicts: report.json (verdicts.build_verdicts)
 
 
+CASE_KEY = ["model", "dataset", "fold", "seed", "case_id"]
+
+
 def case_table(runs: pd.DataFrame) -> pd.DataFrame:
-    frames = []
-    for d in runs["dir"]:
-        rec = pd.read_parquet(Path(d) / "records.parquet")
-        agg = {"dice": "mean", "tp": "sum", "fp": "sum", "fn": "sum", "ref_empty": "all"}
-        for c in ("hd95", "nsd", "assd"):
-            if c in rec:
-                agg[c] = "mean"
-        g = rec.groupby(["model", "dataset", "fold", "seed", "case_id"], as_index=False).agg(agg)
-        frames.append(g)
-    cases = pd.concat(frames, ignore_index=True)
+    """One row per (model, dataset, fold, seed, case): per-case Dice (mean over its classes), summed counts,
+    ``num``/``den`` of the pooled Dice, and the boundary metrics' means. All runs' records are read in one pass
+    (one Arrow dataset over every ``records.parquet``, only the columns used, strings as dictionary codes) and
+    grouped once."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    files = [str(Path(d) / "records.parquet") for d in runs["dir"]]
+    wanted = [*CASE_KEY, "dice", "tp", "fp", "fn", "ref_empty", "hd95", "nsd", "assd"]
+    try:
+        schema = pa.unify_schemas([pq.read_schema(f) for f in files])  # footers only
+        cols = [c for c in wanted if c in schema.names]
+        table = pads.dataset(files, format="parquet", schema=schema).to_table(columns=cols)
+        rec = table.to_pandas(strings_to_categorical=True)
+    except pa.ArrowInvalid:  # column types differ between runs (e.g. written by another version): file by file
+        parts = [pd.read_parquet(f) for f in files]
+        rec = pd.concat([p[[c for c in wanted if c in p]] for p in parts], ignore_index=True)
+    agg = {"dice": "mean", "tp": "sum", "fp": "sum", "fn": "sum", "ref_empty": "all"}
+    agg |= {c: "mean" for c in ("hd95", "nsd", "assd") if c in rec}
+    cases = rec.groupby(CASE_KEY, as_index=False, observed=True, sort=True).agg(agg)
+    for c in ("model", "dataset", "case_id"):
+        cases[c] = cases[c].astype(str)
     cases["num"] = 2 * cases["tp"]
     cases["den"] = 2 * cases["tp"] + cases["fp"] + cases["fn"]
     return cases
@@ -124,7 +140,7 @@ def _variance(ev: Evidence) -> None:
 
 
 def _pareto(ev: Evidence, runs: pd.DataFrame) -> None:
-    from ..metrics.efficiency import pareto_plot
+    from ..stats.pareto import pareto_plot
 
     if "efficiency" not in runs:
         return
@@ -147,7 +163,7 @@ def _cross(ev: Evidence, root: Path) -> None:
     path = root / "crossdata.parquet"
     if not path.is_file():
         return
-    from ..runner.crossdata import generalization_gaps, matrix, ood_ranking
+    from ..stats.transfer import generalization_gaps, matrix, ood_ranking
 
     rec = pd.read_parquet(path)
     mat, gaps = matrix(rec), generalization_gaps(rec)

@@ -14,6 +14,7 @@ same draws, as a description, never as a verdict.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from pathlib import Path
@@ -51,8 +52,13 @@ def _folds(n: int) -> str:
     return f"{n} fold" + ("" if n == 1 else "s")
 
 
-def _spec(d: str) -> dict[str, Any]:
-    p = Path(d) / "spec.json"
+def _spec(r: pd.Series) -> dict[str, Any]:
+    """The run's spec: read once by the store scan (``load_results`` puts it in the ``spec`` column), else from
+    its folder."""
+    spec = r.get("spec")
+    if isinstance(spec, dict):
+        return spec
+    p = Path(r["dir"]) / "spec.json"
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
@@ -65,7 +71,7 @@ def _protocol_limits(runs: pd.DataFrame) -> tuple[dict[str, set[str]], set[str]]
     for _, r in runs.iterrows():
         if r.get("family") == "external":
             continue
-        spec = _spec(r["dir"])
+        spec = _spec(r)
         p = spec.get("protocol", {})
         for key, name in (("input_size", "input size"), ("epochs", "epochs")):
             if key in p and p[key] < getattr(paper, key):
@@ -79,13 +85,27 @@ def _protocol_limits(runs: pd.DataFrame) -> tuple[dict[str, set[str]], set[str]]
 
 
 def _offers_weights(model: str) -> bool:
-    """Whether the model's card lists pretrained weights (unknown models: no)."""
+    """Whether the model's card lists pretrained weights (unknown models: no). Read from the card catalogue, so a
+    report never imports torch or the zoo; only by-name models (``smp:...``), which have no catalogued card, are
+    resolved through the registry."""
+    card = _catalogue().get(model)
+    if card is not None:
+        return bool(card.get("pretrained"))
+    if ":" not in model:
+        return False  # a model of another installation: no claim either way
     try:
         from ..models import MODELS
 
         return bool(MODELS.get(model).card.pretrained)
-    except Exception:  # noqa: BLE001 - a model of another installation: no claim either way
+    except Exception:  # noqa: BLE001 - unresolvable by-name model: no claim either way
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def _catalogue() -> dict[str, dict[str, Any]]:
+    from .._model_catalog import cards
+
+    return {c["name"]: c for c in cards()[0]}
 
 
 def _caveats(runs: pd.DataFrame, failed: pd.DataFrame, datasets: dict[str, Any]) -> list[str]:
@@ -283,7 +303,7 @@ def build_verdicts(cases: pd.DataFrame, runs: pd.DataFrame, failed: pd.DataFrame
                               "missing_runs": failed.to_dict("records") if not failed.empty else []}
     planned: dict[str, int] = {}
     for _, r in runs.iterrows():
-        spec = _spec(r["dir"])
+        spec = _spec(r)
         planned[r["dataset"]] = max(planned.get(r["dataset"], 0), int(spec.get("data", {}).get("num_folds", 0)))
     reduced = bool(_protocol_limits(runs)[0]) if not runs.empty else False
     report["reduced_protocol"] = reduced

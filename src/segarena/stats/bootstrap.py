@@ -61,9 +61,9 @@ class Resample:
 
     Cases with the same ``clusters`` label (the same case seen under several seeds or evaluations, or one
     patient's images) form one resampling unit that is drawn whole (Davison & Hinkley 1997, 3.8); with ``strata``
-    (e.g. the fold) units are drawn within each stratum, as many as it holds. The drawn unit indices
-    (``n_boot`` x units) are made once; :meth:`ratio` then scores any number of value columns on the same
-    replicates, so a report's cost is linear in the number of models and every paired difference is a
+    (e.g. the fold) units are drawn within each stratum, as many as it holds. The draws are made once and kept
+    as resample counts (``counts``: ``n_boot`` x units, how often each unit is drawn); :meth:`ratio` then scores
+    any number of value columns on the same replicates (one matrix product), so a report's cost is linear in the number of models and every paired difference is a
     difference of two replicate vectors.
     """
 
@@ -79,19 +79,24 @@ class Resample:
         if clusters is None:
             self.codes, self.unit_stratum = np.arange(n), s
         else:
-            key = pd.MultiIndex.from_arrays([s, np.asarray(clusters)])
-            self.codes, uniq = pd.factorize(key)
-            self.unit_stratum = np.asarray([u[0] for u in uniq], dtype=np.int64)
+            c = pd.factorize(np.asarray(clusters))[0]  # (stratum, cluster) as one integer, numbered by first sight
+            self.codes, uniq = pd.factorize(s.astype(np.int64) * (int(c.max()) + 1) + c)
+            self.unit_stratum = uniq // (int(c.max()) + 1)
         self.n, self.n_units, self.n_boot, self.seed = n, int(self.codes.max()) + 1, n_boot, seed
         rng = np.random.default_rng(seed)
         groups = [np.flatnonzero(self.unit_stratum == k) for k in range(self.unit_stratum.max() + 1)]
-        self.indices = np.empty((n_boot, self.n_units), dtype=np.int64)
-        for start in range(0, n_boot, _CHUNK):  # drawn in the same order as before the refactoring
+        # Resample *counts*, not copies: counts[b, u] is how often unit u is drawn in replicate b, so a replicate's
+        # sum is one row of ``counts @ unit_sums`` (a matrix product) and no (replicates x cases x models) array is
+        # ever made. uint16 holds any count: a unit can be drawn at most as often as its stratum has units.
+        big = max(g.size for g in groups) >= np.iinfo(np.uint16).max
+        self.counts = np.zeros((n_boot, self.n_units), dtype=np.uint32 if big else np.uint16)
+        for start in range(0, n_boot, _CHUNK):  # the same draws, in the same order, as the copying version
             b = min(_CHUNK, n_boot - start)
-            col = 0
+            rows = np.arange(b)[:, None]
             for g in groups:
-                self.indices[start:start + b, col:col + g.size] = g[rng.integers(0, g.size, size=(b, g.size))]
-                col += g.size
+                local = rng.integers(0, g.size, size=(b, g.size))
+                self.counts[start:start + b, g] = np.bincount((local + rows * g.size).ravel(),
+                                                              minlength=b * g.size).reshape(b, g.size)
 
     def unit_sums(self, values: np.ndarray) -> np.ndarray:
         """Per-unit sums of one value per case (``n``) or of columns (``n`` x ``m``)."""
@@ -105,11 +110,11 @@ class Resample:
         return out
 
     def sums(self, values: np.ndarray) -> np.ndarray:
-        """Resampled sums: ``n_boot`` (or ``n_boot`` x ``m`` for ``n`` x ``m`` values)."""
+        """Resampled sums: ``n_boot`` (or ``n_boot`` x ``m`` for ``n`` x ``m`` values), ``counts @ unit sums``."""
         u = self.unit_sums(values)
         out = np.empty((self.n_boot, *u.shape[1:]))
         for start in range(0, self.n_boot, _CHUNK):
-            out[start:start + _CHUNK] = u[self.indices[start:start + _CHUNK]].sum(axis=1)
+            out[start:start + _CHUNK] = self.counts[start:start + _CHUNK].astype(np.float64) @ u
         return out
 
     def ratio(self, num: np.ndarray, den: np.ndarray | None = None) -> np.ndarray:

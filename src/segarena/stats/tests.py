@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats as st
 
 from .._errors import ConfigError
-from .bootstrap import bootstrap_ci
+from .bootstrap import Resample, bootstrap_ci, percentile_ci
 
 __all__ = ["FriedmanResult", "average_ranks", "describe_comparisons", "friedman_nemenyi", "holm",
            "nemenyi_cd", "nemenyi_q", "pairwise_comparisons", "rank_biserial", "wilcoxon_paired"]
@@ -90,6 +90,13 @@ def pairwise_comparisons(df: pd.DataFrame, value: str = "value", *, model: str =
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
         mat = _paired_matrix(g, value, model, pair_on)
+        # one set of draws over the cases every model has, shared by every pair on exactly those cases (the
+        # difference of two replicate columns): linear, not quadratic, in the number of models. A pair with
+        # other cases draws its own; with the same seed and case count both give the same replicates.
+        full = mat.dropna()
+        shared = Resample(len(full), n_boot=n_boot, seed=seed).ratio(full.to_numpy(np.float64)) if len(full) \
+            else None
+        col = {m: j for j, m in enumerate(full.columns)}
         start = len(rows)
         for a, b in itertools.combinations(sorted(mat.columns, key=str), 2):
             pair = mat[[a, b]].dropna()
@@ -99,7 +106,10 @@ def pairwise_comparisons(df: pd.DataFrame, value: str = "value", *, model: str =
                 rows.append({**row, "p": np.nan})
                 continue
             stat, p = wilcoxon_paired(xa, xb)
-            ci = bootstrap_ci(xa - xb, n_boot=n_boot, seed=seed)
+            if shared is not None and len(pair) == len(full):
+                ci = percentile_ci(float((xa - xb).mean()), shared[:, col[a]] - shared[:, col[b]], n=len(pair))
+            else:
+                ci = bootstrap_ci(xa - xb, n_boot=n_boot, seed=seed)
             rows.append({**row, "mean_a": xa.mean(), "mean_b": xb.mean(), "mean_diff": ci.estimate,
                          "diff_low": ci.low, "diff_high": ci.high, "statistic": stat, "p": p,
                          "rank_biserial": rank_biserial(xa, xb)})

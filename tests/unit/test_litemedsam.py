@@ -142,6 +142,13 @@ def test_flops_are_countable():
     from segarena.models import count_flops
 
     assert count_flops(create_model("litemedsam", 1), 32) > 1e8
+    # the test-time efficiency record counts the same way (it once failed on the learned prompt tokens, which a
+    # submodule receives as input, and the demo's cost column and Pareto plot lost LiteMedSAM)
+    from segarena.metrics.efficiency import measure_efficiency
+
+    model = create_model("litemedsam", 1)
+    eff = measure_efficiency(model, 32, device="cpu", batch_size=1, warmup=0, repeats=1)
+    assert eff.macs > 5e7 and all(p.requires_grad for p in model.parameters())
 
 
 def test_zeroshot_cli_refuses_training_settings(capsys):

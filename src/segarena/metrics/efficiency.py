@@ -86,8 +86,18 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     """Forward FLOPs of ``model(x)`` as counted by ``FlopCounterMode`` (1 multiply-add = 2 FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
+    # Parameters passed on as a submodule's *input* (LiteMedSAM's learned prompt tokens) make the counter's module
+    # tracker hook autograd, which fails in inference mode ("'NoneType' object has no attribute
+    # 'next_functions'"); counting needs no gradients, so they are switched off for the count and restored.
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return int(counter.get_total_flops())
 
 

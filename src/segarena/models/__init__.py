@@ -48,16 +48,16 @@ def count_params(model: torch.nn.Module) -> int:
 def count_flops(model: torch.nn.Module, size: int = 512, in_channels: int = 3, device: str = "cpu") -> int:
     """Forward FLOPs for one image (PyTorch's own counter: convolutions, matmuls and attention included).
 
-    ``device="meta"`` (the model built on the meta device) counts from shapes alone, without computing."""
-    from torch.utils.flop_counter import FlopCounterMode
+    ``device="meta"`` (the model built on the meta device) counts from shapes alone, without computing. The one
+    counter is :func:`segarena.metrics.efficiency.count_flops`; this only builds the input and sets eval mode."""
+    from ..metrics.efficiency import count_flops as _count
 
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, in_channels, size, size, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was_training)
-    return int(counter.get_total_flops())
+    try:
+        return _count(model, torch.zeros(1, in_channels, size, size, device=device))
+    finally:
+        model.train(was_training)
 
 
 def model_info(name: str, num_classes: int = 2, size: int | None = 512, in_channels: int = 3) -> dict[str, Any]:

@@ -137,6 +137,7 @@ def _curves(runs: pd.DataFrame, logs: dict[str, list]) -> dict[str, str]:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     out = {}
     for ds, part in runs.groupby("dataset"):
@@ -156,6 +157,8 @@ def _curves(runs: pd.DataFrame, logs: dict[str, list]) -> dict[str, str]:
                 ax.plot(s.index, s["mean"], color=f"C{i % 10}", label=f"{m} ({n_runs} run{'s' * (n_runs != 1)})")
                 if n_runs > 1:
                     ax.fill_between(s.index, s["min"], s["max"], color=f"C{i % 10}", alpha=0.15, lw=0)
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].set(title="training loss (lower is better)", xlabel="epoch")
         axes[1].set(title="validation mDSC (higher is better)", xlabel="epoch")
         axes[1].legend(fontsize=7, loc="lower right")

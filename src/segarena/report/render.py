@@ -93,6 +93,24 @@ def _search_rows(search: pd.DataFrame, chosen: dict[tuple[str, str], float]) -> 
     return rows
 
 
+#: what each figure shows and which direction is better (the opening figures carry theirs from ``figures.py``)
+CAPTIONS = {
+    "rank_stability": "Bootstrap rank distribution of each model (per-case Dice on the common test cases, the same "
+                      "resampled cases for every model): a circle's area is how often the model takes that rank, "
+                      "the cross its median rank. Rank 1 is best; a model spread over several ranks is not "
+                      "reliably placed.",
+    "cd_diagram": "Critical-difference diagram (Friedman + Nemenyi): each model at its average rank (lower is "
+                  "better); models joined by a thick bar differ by less than the critical difference and are not "
+                  "significantly different.",
+    "pareto": "{}: pooled mDSC on the test cases (higher is better) against forward GMACs per image (lower is "
+              "cheaper, log scale); the step line joins the models that no other model beats on both.",
+    "cross": "{}: pooled mDSC % when trained on the row's dataset and tested on the column's (higher is better); "
+             "the diagonal is in-domain, the rest out-of-domain.",
+    "curves": "{}: training loss (lower is better) and validation mDSC (higher is better) by epoch; each line is "
+              "the mean over a model's runs (folds, seeds), the band spans its lowest to highest run.",
+}
+
+
 def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(title, kind, payload) in reading order; kind: para, list, table, images, gallery, code."""
     ev, rep = ctx["evidence"], ctx["report"]
@@ -113,10 +131,10 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
                     "")))
     if rep.get("pairwise"):
         out.append(("Pairwise comparisons", "list", list(rep["pairwise"])))
-    figs = [(k, v) for k, v in ev.figures.items() if k in ("cd_diagram", "rank_stability")]
+    figs = [(k, CAPTIONS[k], v) for k, v in ev.figures.items() if k in ("cd_diagram", "rank_stability")]
     if figs:
         title = "Critical difference and rank stability" if "cd_diagram" in ev.figures else "Rank stability"
-        out.append((title, "images", figs))
+        out.append((title, "figures", figs))
     ranks = _rank_rows(rep)
     if ranks:
         out.append(("Bootstrap ranks", "table", (["dataset", "model", "rank", "mean rank", "95% interval",
@@ -134,13 +152,15 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
         out.append(("Seed versus fold variance", "table", (list(ev.variance.columns),
                     [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
                      for row in ev.variance.itertuples(index=False)], "")))
-    pareto = [(k.split(":", 1)[1], v) for k, v in ev.figures.items() if k.startswith("pareto:")]
+    pareto = [(k.split(":", 1)[1], CAPTIONS["pareto"].format(k.split(":", 1)[1]), v)
+              for k, v in ev.figures.items() if k.startswith("pareto:")]
     if pareto:
-        out.append(("Accuracy versus cost", "images", pareto))
+        out.append(("Accuracy versus cost", "figures", pareto))
     if ev.cross:
         gaps = ev.cross["gaps"]
-        out.append(("Cross-dataset generalization", "images",
-                    [(k.split(":", 1)[1], v) for k, v in ev.figures.items() if k.startswith("cross:")]))
+        out.append(("Cross-dataset generalization", "figures",
+                    [(k.split(":", 1)[1], CAPTIONS["cross"].format(k.split(":", 1)[1]), v)
+                     for k, v in ev.figures.items() if k.startswith("cross:")]))
         if not gaps.empty:
             out.append(("Generalization gaps", "table", (["model", "trained on", "tested on", "in-domain %",
                                                           "out-of-domain %", "gap [95% CI]"],
@@ -149,7 +169,8 @@ def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, Any]]:
                          for r in gaps.itertuples()], "in-domain minus out-of-domain pooled Dice; bootstrap over "
                                                        "cases of both sides")))
     if ctx["curves"]:
-        out.append(("Training curves", "images", list(ctx["curves"].items())))
+        out.append(("Training curves", "figures", [(ds, CAPTIONS["curves"].format(ds), v)
+                                                   for ds, v in ctx["curves"].items()]))
     if ctx["gallery"]:
         out.append(("Best and worst test cases", "gallery", ctx["gallery"]))
     if rep.get("xai"):
@@ -217,8 +238,6 @@ def render_markdown(ctx: dict[str, Any]) -> str:
         elif kind == "figures":
             for name, caption, b64 in payload:
                 parts += [f"![{name}]({files.get(figure_key(b64), '')})", "", f"_{caption}_", ""]
-        elif kind == "images":
-            parts += [f"![{name}]({files.get(figure_key(b64), '')})" for name, b64 in payload]
         elif kind == "gallery":
             for (ds, model), imgs in payload.items():
                 parts += [f"**{model} on {ds}**" if model else f"**{ds}**", ""]
@@ -269,8 +288,6 @@ def render_html(ctx: dict[str, Any]) -> str:
             parts.append("".join(f"<figure class='verdict'><img alt='{html.escape(n)}' "
                                  f"src='data:image/png;base64,{b}'><figcaption class='note'>{html.escape(c)}"
                                  "</figcaption></figure>" for n, c, b in payload))
-        elif kind == "images":
-            parts.append("<div>" + "".join(_img(n, b) for n, b in payload) + "</div>")
         elif kind == "gallery":
             parts.append("<p class='note'>image | overlay: reference outline green, prediction red; name: rank, "
                          "case id and its Dice.</p>")

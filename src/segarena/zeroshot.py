@@ -70,9 +70,14 @@ def predict_with_boxes(net: torch.nn.Module, image_u8: np.ndarray, native_ref: n
 def zeroshot_oracle(dataset: str = "kvasir-seg", fold: int = 0, *, out: str | os.PathLike = "results/zeroshot",
                     data_root: str | os.PathLike | None = None, num_folds: int = 5, split_seed: int = 0,
                     limit: int | None = None, max_cases: int | None = None, device: str | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, duplicates: str = "group", split: str = "kfold",
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score oracle-box LiteMedSAM on ``dataset``'s test fold; writes records.parquet and summary.json under
-    ``out/<model>__<dataset>__f<fold>`` and returns the summary. ``max_cases``: the first N test cases only."""
+    ``out/<model>__<dataset>__f<fold>`` and returns the summary. ``max_cases``: the first N test cases only.
+
+    The fold is made exactly as a training run's (the same ``load_or_create`` with the same data settings:
+    folds, seed, duplicate policy, split kind, adapter options), so its test cases are those of the runs it is
+    set beside."""
     import pandas as pd
 
     from ._errors import SegarenaError
@@ -84,9 +89,9 @@ def zeroshot_oracle(dataset: str = "kvasir-seg", fold: int = 0, *, out: str | os
     from .protocol.precision import pick_device
 
     dev = pick_device(device)
-    data = prepare(dataset, SIZE, data_root, {}, limit=limit, progress=progress)
+    data = prepare(dataset, SIZE, data_root, options or {}, limit=limit, progress=progress)
     rec = load_or_create(dataset, data.ids, data.groups, data.index["sha256"], data.index["phash"], num_folds,
-                         split_seed, meta=data.index["meta"])
+                         split_seed, duplicates=duplicates, split=split, meta=data.index["meta"])
     test = rotation(rec["folds"], data.ids, num_folds, fold).test[:max_cases]
     if not test:
         raise SegarenaError(f"fold {fold} of {dataset}: no test cases", fix="use more cases or fewer folds")
@@ -110,6 +115,8 @@ def zeroshot_oracle(dataset: str = "kvasir-seg", fold: int = 0, *, out: str | os
                "note": "oracle-prompted: boxes from the reference masks (an upper bound for interactive use); "
                        "not comparable with automatic models and never ranked with them",
                "dataset": dataset, "fold": fold, "n_test": len(test), "input_size": SIZE,
+               "split": {"num_folds": num_folds, "split_seed": split_seed, "duplicates": duplicates, "split": split,
+                         "limit": limit, "options": options or {}},
                "metrics": reduce(df), "per_class": per_class(df)}
     write_json(folder / "summary.json", summary)
     summary["folder"] = str(folder)

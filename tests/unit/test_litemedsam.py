@@ -157,3 +157,22 @@ def test_zeroshot_cli_refuses_training_settings(capsys):
     assert main(["zeroshot", "--set", "protocol.lr=1e-3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "only data.* settings apply" in err and len(err.splitlines()) == 1
+
+
+def test_zeroshot_cli_passes_every_data_setting(monkeypatch):
+    """The oracle fold is made like a training run's: every data.* setting reaches the split (it once used the
+    default duplicate policy, split kind and adapter options whatever was set)."""
+    import segarena.zeroshot as z
+    from segarena.cli import main
+
+    seen = {}
+
+    def fake(*args, **kw):
+        seen.update(kw, args=args)
+        return {"metrics": {"dice_case_mean": 0.9, "mdsc": 0.9}, "n_test": 1, "folder": "x"}
+
+    monkeypatch.setattr(z, "zeroshot_oracle", fake)
+    assert main(["zeroshot", "--set", "data.duplicates=remove", "--set", "data.num_folds=3",
+                 "--set", "data.split_seed=7"]) == 0
+    assert (seen["duplicates"], seen["num_folds"], seen["split_seed"], seen["split"]) == ("remove", 3, 7, "kfold")
+    assert seen["options"] == {}

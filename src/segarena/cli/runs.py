@@ -287,7 +287,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
                    "e.g. --set data.limit=500 --set data.num_folds=5")
     s = zeroshot_oracle(d.name, d.fold, out=a.out, data_root=a.data_root or d.root, num_folds=d.num_folds,
                         split_seed=d.split_seed, limit=d.limit, max_cases=a.max_cases, device=a.device,
-                        progress=True)
+                        progress=True, duplicates=d.duplicates, split=d.split, options=d.options)
     m = s["metrics"]
     print(f"ORACLE-PROMPTED LiteMedSAM (a box per reference component; not an automatic result) on {d.name} fold "
           f"{d.fold}: {s['n_test']} test cases, per-case Dice {m['dice_case_mean'] * 100:.1f}%, "

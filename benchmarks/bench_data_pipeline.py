@@ -6,6 +6,7 @@ Target: >= 5x over decoding the originals.
 """
 from __future__ import annotations
 
+import statistics
 import time
 
 import numpy as np
@@ -74,24 +75,38 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (min/median/max printed)")
     a = p.parse_args()
     if a.tiny:
-        a.size, a.images = 64, 16
+        a.size, a.images, a.repeats = 64, 16, 1
     device = torch.device(a.device)
     _, cases, _ = discover("kvasir-seg", data_root(), limit=a.images)
     prepare("kvasir-seg", a.size, data_root(), limit=a.images)  # built once, outside the timing
-    same = prepared_rate(a.size, a.batch, a.images, device, "light")
-    fast = prepared_rate(a.size, a.batch, a.images, device, "paper")
-    print(f"device: {device_name(device)}; {a.images} Kvasir-SEG images at {a.size}x{a.size}, batch {a.batch}")
-    print(f"prepared cache + 'light' augmentation (flips, the baseline's work) on {device.type}: {same:.0f} images/s")
-    print(f"prepared cache + 'paper' augmentation (kornia: blur, affine, colour, flips) on {device.type}: {fast:.0f} images/s")
-    best = 0.0
-    for workers in ([0] if a.tiny else [0, 1, 2]):
-        r = decode_rate(cases, a.size, a.batch, workers)
-        best = max(best, r)
-        print(f"decoding originals, {workers} loader worker(s): {r:.0f} images/s")
-    print(f"ratio prepared / best decoding = {same / best:.1f}x with the same augmentation (target >= 5x); "
-          f"{fast / best:.1f}x even with the full 'paper' augmentation")
+    workers = [0] if a.tiny else [0, 1, 2]
+    print(f"device: {device_name(device)}; {a.images} Kvasir-SEG images at {a.size}x{a.size}, batch {a.batch}; "
+          f"{a.repeats} interleaved rounds (each: light, paper, decoding with {'/'.join(map(str, workers))} "
+          "loader workers)")
+    rounds = []
+    for _ in range(a.repeats):  # interleaved: every configuration once per round, so load changes hit all alike
+        r = {"light": prepared_rate(a.size, a.batch, a.images, device, "light"),
+             "paper": prepared_rate(a.size, a.batch, a.images, device, "paper")}
+        r |= {w: decode_rate(cases, a.size, a.batch, w) for w in workers}
+        rounds.append(r)
+
+    def mmm(values) -> str:
+        return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
+
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    print(f"prepared cache + 'light' augmentation (flips, the baseline's work) on {device.type}: "
+          f"{med['light']:.0f} images/s (median)")
+    print(f"prepared cache + 'paper' augmentation (kornia: blur, affine, colour, flips) on {device.type}: "
+          f"{med['paper']:.0f} images/s (median)")
+    for w in workers:
+        print(f"decoding originals, {w} loader worker(s): {med[w]:.0f} images/s (median)")
+    best = [max(r[w] for w in workers) for r in rounds]  # the baseline at its best worker count, per round
+    print(f"ratio prepared / best decoding, min / median / max over rounds: "
+          f"{mmm([r['light'] / b for r, b in zip(rounds, best)])}x with the same augmentation (target >= 5x); "
+          f"{mmm([r['paper'] / b for r, b in zip(rounds, best)])}x even with the full 'paper' augmentation")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ already in memory, no augmentation). Target: <= 1.05.
 """
 from __future__ import annotations
 
+import statistics
 import tempfile
 
 import numpy as np
@@ -79,17 +80,26 @@ def main() -> None:
     limit = max(a.batch * (a.steps + 3) * 2, 40)
     data = prepare("kvasir-seg", a.size, data_root(), limit=limit)
     imgs, msks = np.array(data.images[: a.batch * 8]), np.array(data.masks[: a.batch * 8])
-    # interleaved and repeated: the fastest of --repeats measurements of each, so neither warm-up order nor another
-    # process on a shared machine decides the ratio
-    bare, ours = float("inf"), float("inf")
+    # interleaved rounds (bare, segarena, segarena + 'paper' augmentation, then again): a change in machine load
+    # hits all three alike; the ratios are taken per round and printed as min / median / max
+    rounds = []
     for _ in range(a.repeats):
-        bare = min(bare, bare_loop_step_time(a.model, imgs, msks, a.batch, a.steps, device, a.amp))
-        ours = min(ours, segarena_step_time(a.model, a.size, a.batch, a.steps, device, a.amp, limit))
-    ours_aug = segarena_step_time(a.model, a.size, a.batch, a.steps, device, a.amp, limit, "paper")
-    print(f"device: {device_name(device)}; model {a.model}, {a.size}x{a.size}, batch {a.batch}, amp {a.amp}")
-    print(f"bare loop: {bare * 1000:.1f} ms/step; segarena: {ours * 1000:.1f} ms/step; "
-          f"segarena + 'paper' augmentation: {ours_aug * 1000:.1f} ms/step")
-    print(f"ratio segarena / bare = {ours / bare:.3f} (target <= 1.05); with augmentation {ours_aug / bare:.3f}")
+        bare = bare_loop_step_time(a.model, imgs, msks, a.batch, a.steps, device, a.amp)
+        ours = segarena_step_time(a.model, a.size, a.batch, a.steps, device, a.amp, limit)
+        aug = segarena_step_time(a.model, a.size, a.batch, a.steps, device, a.amp, limit, "paper")
+        rounds.append((bare, ours, aug))
+    med = [statistics.median(r[k] for r in rounds) for k in range(3)]
+
+    def mmm(k: int) -> str:
+        v = [r[k] / r[0] for r in rounds]
+        return f"{min(v):.3f} / {statistics.median(v):.3f} / {max(v):.3f}"
+
+    print(f"device: {device_name(device)}; model {a.model}, {a.size}x{a.size}, batch {a.batch}, amp {a.amp}; "
+          f"{a.repeats} interleaved rounds of {a.steps} steps")
+    print(f"median ms/step: bare loop {med[0] * 1000:.1f}; segarena {med[1] * 1000:.1f}; "
+          f"segarena + 'paper' augmentation {med[2] * 1000:.1f}")
+    print(f"ratio segarena / bare, min / median / max over rounds = {mmm(1)} (target <= 1.05); "
+          f"with augmentation {mmm(2)}")
 
 
 if __name__ == "__main__":

@@ -311,7 +311,10 @@ def test_word_boundary_equals_erosion_definition():
     big = np.zeros((40, 200), dtype=bool)
     big[3:37, 5:190] = True
     cases += [(big, big[:, ::-1]), (big[:, ::2], big[:, 1::2]), (np.ones((1, 1), bool), np.ones((1, 1), bool)),
-              (np.ones((1, 17), bool), np.ones((1, 17), bool)), (np.ones((23, 1), bool), np.eye(23, 1, dtype=bool))]
+              (np.ones((1, 17), bool), np.ones((1, 17), bool)), (np.ones((23, 1), bool), np.eye(23, 1, dtype=bool)),
+              # whole-word widths (the compiled path): foreground touching every image edge and word seam
+              (np.ones((1, 8), bool), np.ones((1, 8), bool)), (np.ones((9, 16), bool), np.eye(9, 16, dtype=bool)),
+              (np.ones((5, 24), bool), np.ones((5, 24), bool) & (np.arange(24) % 8 != 7))]
     for p, r in cases:
         r0, r1, c0, c1 = _union_bbox(p, r)
         u = p | r

@@ -21,56 +21,109 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _boundary_word(words: np.ndarray, y: int, j: int, prev, cur, nxt, height: int):  # pragma: no cover - compiled
+    """The boundary bytes of word ``cur`` (row ``y``, word ``j``): ``cur & ~(up & down & left & right)``."""
+    zero = np.uint64(0)
+    up = words[y - 1, j] if y > 0 else zero
+    dn = words[y + 1, j] if y + 1 < height else zero
+    left = (cur << np.uint64(8)) | (prev >> np.uint64(56))
+    right = (cur >> np.uint64(8)) | (nxt << np.uint64(56))
+    return cur & ~(up & dn & left & right)
+
+
 @njit(cache=True, nogil=True)
 def boundary_words(words: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> tuple:  # pragma: no cover - compiled
     """Boundary pixels of a mask inside the box rows ``[r0, r1)``, columns ``[c0, c1)``, read as 8-byte words.
 
     ``words`` is the whole ``[H, W]`` boolean mask viewed as ``uint64`` (``W`` a multiple of 8), so word ``j`` of a
-    row holds columns ``8j .. 8j + 7``. The box must contain all foreground. A word that is zero holds no
-    boundary pixel; a full word whose neighbours above and below are full and whose left and right neighbour
-    pixels are foreground holds none either; any other word is tested pixel by pixel (foreground with a 4-neighbour
-    in the background, or outside the image). Returns (rows - r0 + 1, cols - c0 + 1), row-major: the coordinates
+    row holds columns ``8j .. 8j + 7``, one byte (0 or 1) per pixel, column ``8j + b`` in byte ``b`` (bits
+    ``8b .. 8b + 7``: little-endian, which the caller checks). The box must contain all foreground. A pixel is a
+    boundary pixel when it is foreground and one of its 4 neighbours is background or outside the image, so for a
+    whole word at once::
+
+        boundary = w & ~(up & down & left & right)
+
+    where ``up`` / ``down`` are the words above and below, ``left`` is ``w`` shifted up one byte with the last
+    byte of the previous word shifted in (each byte then holds its left neighbour), ``right`` likewise, and a
+    neighbour outside the image is 0: a few integer operations per 8 pixels, without branches on pixels. One pass
+    keeps the non-zero results (a band along the contour) with their positions; a second pass over those words
+    only splits them into pixels, left to right. (Growing the output inside the scan instead made numba count
+    references on every word: 25x slower.) Returns (rows - r0 + 1, cols - c0 + 1), row-major: the coordinates
     the framed numpy path gives (a one-pixel frame around the box).
     """
-    full = np.uint64(0x0101010101010101)
     height, nw = words.shape
-    bytes_ = words.view(np.uint8).reshape(height, nw * 8)
+    zero = np.uint64(0)
+    one = np.uint64(1)
+    s8 = np.uint64(8)
     w0 = c0 // 8
     w1 = (c1 + 7) // 8
-    cap = 64
-    ys = np.empty(cap, dtype=np.int64)
-    xs = np.empty(cap, dtype=np.int64)
-    n = 0
+    size = (r1 - r0) * (w1 - w0)
+    found = np.empty(size, dtype=np.uint64)
+    at_y = np.empty(size, dtype=np.int64)
+    at_j = np.empty(size, dtype=np.int64)
+    k = 0
     for y in range(r0, r1):
+        prev = words[y, w0 - 1] if w0 > 0 else zero
+        cur = words[y, w0]
         for j in range(w0, w1):
-            w = words[y, j]
-            if w == 0:
-                continue
-            if w == full:
-                up = words[y - 1, j] if y > 0 else np.uint64(0)
-                dn = words[y + 1, j] if y + 1 < height else np.uint64(0)
-                lft = bytes_[y, 8 * j - 1] if j > 0 else 0
-                rgt = bytes_[y, 8 * j + 8] if j + 1 < nw else 0
-                if up == full and dn == full and lft != 0 and rgt != 0:
-                    continue
-            for b in range(8):
-                x = 8 * j + b
-                if bytes_[y, x] == 0:
-                    continue
-                if (y == 0 or y + 1 == height or x == 0 or x + 1 == nw * 8 or bytes_[y - 1, x] == 0
-                        or bytes_[y + 1, x] == 0 or bytes_[y, x - 1] == 0 or bytes_[y, x + 1] == 0):
-                    if n == cap:
-                        cap *= 2
-                        ys2 = np.empty(cap, dtype=np.int64)
-                        xs2 = np.empty(cap, dtype=np.int64)
-                        ys2[:n] = ys[:n]
-                        xs2[:n] = xs[:n]
-                        ys = ys2
-                        xs = xs2
-                    ys[n] = y - r0 + 1
-                    xs[n] = x - c0 + 1
-                    n += 1
+            nxt = words[y, j + 1] if j + 1 < nw else zero
+            if cur != zero:
+                bnd = _boundary_word(words, y, j, prev, cur, nxt, height)
+                if bnd != zero:
+                    found[k] = bnd
+                    at_y[k] = y - r0 + 1
+                    at_j[k] = j
+                    k += 1
+            prev = cur
+            cur = nxt
+    ys = np.empty(8 * k, dtype=np.int64)
+    xs = np.empty(8 * k, dtype=np.int64)
+    n = 0
+    for i in range(k):
+        bits = found[i]
+        x = 8 * at_j[i] - c0 + 1
+        while bits != zero:
+            if bits & one:
+                ys[n] = at_y[i]
+                xs[n] = x
+                n += 1
+            bits = bits >> s8
+            x += 1
     return ys[:n].copy(), xs[:n].copy()
+
+
+@njit(cache=True, nogil=True)
+def union_box_words(a: np.ndarray, b: np.ndarray) -> tuple:  # pragma: no cover - compiled
+    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of the bounding box of ``a | b`` (two masks viewed as ``uint64``
+    words, as in :func:`boundary_words`), in one pass over both; ``(0, 0, 0, 0)`` when both are empty. The
+    columns come from the OR of every row's words, read byte by byte (byte ``t`` of word ``j`` = column
+    ``8j + t``)."""
+    height, nw = a.shape
+    zero = np.uint64(0)
+    cols = np.zeros(nw, dtype=np.uint64)
+    r0, r1 = -1, -1
+    for y in range(height):
+        row = zero
+        for j in range(nw):
+            w = a[y, j] | b[y, j]
+            cols[j] |= w
+            row |= w
+        if row != zero:
+            if r0 < 0:
+                r0 = y
+            r1 = y + 1
+    if r0 < 0:
+        return 0, 0, 0, 0
+    c0, c1 = -1, -1
+    for j in range(nw):
+        w = cols[j]
+        for t in range(8):
+            if (w >> np.uint64(8 * t)) & np.uint64(1):
+                if c0 < 0:
+                    c0 = 8 * j + t
+                c1 = 8 * j + t + 1
+    return r0, r1, c0, c1
 
 
 BAND = 8  # rows per band of nearest_sq_bands

@@ -25,6 +25,8 @@ computed, and why exactly" in ``docs/evaluation.md``. The conventions, each stat
 """
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -112,7 +114,7 @@ def _boundary_coords(pred: np.ndarray, ref: np.ndarray) -> tuple[tuple[np.ndarra
     the image, which counts as background too). See :func:`_frame_boundary` for how the frame is read.
     """
     r0, r1, c0, c1 = _union_bbox(pred, ref)
-    if pred.shape[1] % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous:
+    if pred.shape[1] % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous and sys.byteorder == "little":
         try:  # compiled: the image's own words, no copy (same pixels, same order and coordinates)
             from ._nearest import boundary_words
         except ImportError:
@@ -173,6 +175,12 @@ def _union_bbox(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
     """
     h, w = pred.shape
     if w % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous:
+        try:  # compiled: one pass over both masks' words
+            from ._nearest import union_box_words
+        except ImportError:
+            pass
+        else:
+            return union_box_words(pred.view(np.uint64), ref.view(np.uint64))
         words = pred.view(np.uint64) | ref.view(np.uint64)
         rows = np.flatnonzero(words.any(axis=1))
         cols = np.flatnonzero(np.bitwise_or.reduce(words, axis=0).view(bool))

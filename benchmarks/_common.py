@@ -1,9 +1,9 @@
-"""Shared helpers of the benchmark scripts: where the data is, a timer, the printed result line."""
+"""Shared helpers of the benchmark scripts: where the data is, device synchronization, the device name, the
+argument parser."""
 from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -20,18 +20,6 @@ def data_root() -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeat: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` calls (synchronized on CUDA)."""
-    times = []
-    for _ in range(repeat):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 def device_name(device: torch.device) -> str:

@@ -7,11 +7,13 @@ baseline). Per-batch milliseconds on the training device, uint8 batch -> augment
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import torch
 import torch.nn.functional as F
 
-from _common import device_name, parser, timed
+from _common import device_name, parser, sync
 
 from segarena.data.augment import AUGMENTATIONS, augment, normalize, normalize_unit, to_unit
 
@@ -58,22 +60,32 @@ def main() -> None:
     images = torch.randint(0, 256, (a.batch, a.size, a.size, 3), dtype=torch.uint8, generator=g).to(device)
     masks = (torch.rand(a.batch, a.size, a.size, generator=g) > 0.7).long().to(device)
     print(f"augmentation cost per batch of {a.batch} x {a.size}x{a.size} RGB on {device_name(device)} "
-          f"(median of {a.repeat}, milliseconds; lower is better)")
+          f"({a.repeat} interleaved rounds, one call of each per round; milliseconds, lower is better)")
     gen = torch.Generator().manual_seed(0)
-    base = timed(lambda: handwritten_paper(normalize(images, MEAN, STD), masks, gen), device, a.repeat)
-    none = timed(lambda: normalize(images, MEAN, STD), device, a.repeat)
-    print(f"  {'normalize only (no augmentation)':<44}{none * 1000:8.2f} ms")
-    print(f"  {'hand-written paper (before kornia)':<44}{base * 1000:8.2f} ms   ratio 1.00 (baseline)")
+    calls = {"normalize only (no augmentation)": lambda: normalize(images, MEAN, STD),
+             "hand-written paper (before kornia)": lambda: handwritten_paper(normalize(images, MEAN, STD), masks,
+                                                                            gen)}
     for name in ("light", "paper", "nnunet"):
-        preset = AUGMENTATIONS.get(name)
-
-        def step() -> None:
+        def step(preset=AUGMENTATIONS.get(name)) -> None:
             x, y = augment(to_unit(images), masks, preset, gen)
             normalize_unit(x, MEAN, STD)
 
-        step()  # build the pipeline once (cached per process), as the first training step does
-        t = timed(step, device, a.repeat)
-        print(f"  {'kornia ' + name:<44}{t * 1000:8.2f} ms   ratio {t / base:.2f} vs hand-written")
+        calls["kornia " + name] = step
+    for f in calls.values():  # warm-up: builds each kornia pipeline once (cached per process), as a first step does
+        f()
+    times = {k: [] for k in calls}
+    for _ in range(a.repeat):
+        for k, f in calls.items():
+            sync(device)
+            t = time.perf_counter()
+            f()
+            sync(device)
+            times[k].append(time.perf_counter() - t)
+    base = times["hand-written paper (before kornia)"]
+    for k, t in times.items():
+        r = [v / b for v, b in zip(t, base)]
+        print(f"  {k:<44}{statistics.median(t) * 1000:8.2f} ms   ratio vs hand-written min / median / max "
+              f"{min(r):.2f} / {statistics.median(r):.2f} / {max(r):.2f}")
 
 
 if __name__ == "__main__":

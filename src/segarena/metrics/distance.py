@@ -26,7 +26,6 @@ computed, and why exactly" in ``docs/evaluation.md``. The conventions, each stat
 from __future__ import annotations
 
 import sys
-
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -114,7 +113,7 @@ def _boundary_coords(pred: np.ndarray, ref: np.ndarray) -> tuple[tuple[np.ndarra
     the image, which counts as background too). See :func:`_frame_boundary` for how the frame is read.
     """
     r0, r1, c0, c1 = _union_bbox(pred, ref)
-    if pred.shape[1] % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous and sys.byteorder == "little":
+    if _compiled_words(pred, ref):
         try:  # compiled: the image's own words, no copy (same pixels, same order and coordinates)
             from ._nearest import boundary_words
         except ImportError:
@@ -166,6 +165,13 @@ def _frame_boundary(framed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return wi[k], cols
 
 
+def _compiled_words(pred: np.ndarray, ref: np.ndarray) -> bool:
+    """Whether the compiled word kernels may read these masks in place: rows of whole 8-byte words, C order, and
+    a little-endian machine (they read column ``8j + b`` from byte ``b`` of word ``j``)."""
+    return (pred.shape[1] % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous
+            and sys.byteorder == "little")
+
+
 def _union_bbox(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
     """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of the bounding box of ``pred | ref`` (both non-empty).
 
@@ -174,13 +180,14 @@ def _union_bbox(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
     columns are occupied. Same box, an eighth of the element operations (the full image is scanned here).
     """
     h, w = pred.shape
-    if w % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous:
+    if _compiled_words(pred, ref):
         try:  # compiled: one pass over both masks' words
             from ._nearest import union_box_words
         except ImportError:
             pass
         else:
             return union_box_words(pred.view(np.uint64), ref.view(np.uint64))
+    if w % 8 == 0 and pred.flags.c_contiguous and ref.flags.c_contiguous:
         words = pred.view(np.uint64) | ref.view(np.uint64)
         rows = np.flatnonzero(words.any(axis=1))
         cols = np.flatnonzero(np.bitwise_or.reduce(words, axis=0).view(bool))

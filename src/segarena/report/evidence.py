@@ -19,9 +19,10 @@ import pandas as pd
 from .. import stats
 
 
-def fig_png(fig) -> str:
+def fig_png(fig, dpi: int = 100) -> str:
+    """A figure as a base64 PNG string (closed afterwards when pyplot made it): every image of the report."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     try:
         import matplotlib.pyplot as plt
 

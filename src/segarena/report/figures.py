@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .._io import atomic_write
+from .evidence import fig_png
 
 #: colours of the verdict relations (anchor, tied, significantly worse, not compared)
 COLOURS = {"anchor": "#1f6fb4", "tied": "#6c9a3c", "worse": "#c0392b", None: "#888888"}
@@ -36,10 +36,7 @@ def _plt():
 
 
 def _b64(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return fig_png(fig, dpi=110)
 
 
 def _relation(d: dict[str, Any], model: str) -> str | None:
